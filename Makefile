@@ -1,0 +1,45 @@
+# kaelab — `make run` (set-up + the main job) and `make test` (set-up + the test suite).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.kaelab-installed
+# MNIST: $KAELAB_DATA_DIR if set, else ../shared/data when it exists (this workplace), else ./data.
+SHARED_DATA := $(wildcard ../shared/data/MNIST/raw)
+export KAELAB_DATA_DIR ?= $(if $(SHARED_DATA),$(abspath ../shared/data),$(CURDIR)/data)
+PYTEST_ARGS ?=
+
+.PHONY: help setup run test test-slow lint bench clean distclean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install kaelab (editable) with pinned torch; quick when up to date
+
+run: setup  ## the main job: python -m kaelab (embedded default, no download, no account)
+	$(PY) -m kaelab $(ARGS)
+
+test: setup  ## the fast test suite
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-slow: setup  ## the long tests (real training to paper-level numbers)
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+lint: setup  ## ruff
+	$(PY) -m ruff check kaelab tests scripts
+
+bench: setup  ## benchmarks -> outputs/bench/*.json
+	$(PY) scripts/bench.py $(ARGS)
+
+clean:  ## remove run outputs and caches (keeps .venv)
+	rm -rf outputs/runs outputs/multirun outputs/cache outputs/bench .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean  ## also remove the virtual environment
+	rm -rf $(VENV) *.egg-info

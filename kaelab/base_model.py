@@ -1,0 +1,139 @@
+"""Stage 1 of the data path: train (or load) the base classifier.
+
+``train_task`` is ``task=train``: fit, test, metrics.json, resumable with ``ckpt_path``.
+``base_model`` is what downstream stages (KAE, DMD) call: it returns a trained model from the
+artifact cache, keyed by the data + model config, training it once if it is not there yet, or
+loads the user's ``model.checkpoint``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from kaelab.cache import ArtifactCache, config_key, file_digest
+from kaelab.data import TensorDataModule, build_datamodule
+from kaelab.errors import ConfigError
+from kaelab.metrics import write_metrics
+from kaelab.models import Classifier
+from kaelab.training import build_trainer, log_final_metrics, log_hyperparams
+
+log = logging.getLogger(__name__)
+
+
+def build_classifier(cfg: DictConfig, dm: TensorDataModule) -> Classifier:
+    net = OmegaConf.to_container(cfg.model.net, resolve=True)
+    optim = OmegaConf.to_container(cfg.model.optim, resolve=True)
+    if net["out_dim"] != dm.num_classes:
+        raise ConfigError(f"model.net.out_dim={net['out_dim']} but the data has {dm.num_classes} classes")
+    if net["in_dim"] != dm.in_dim:
+        raise ConfigError(f"model.net.in_dim={net['in_dim']} but the data has {dm.in_dim} features")
+    return Classifier(net=net, optim=optim, num_classes=dm.num_classes)
+
+
+def fit_classifier(
+    cfg: DictConfig,
+    out_dir: Path,
+    ckpt_path: str | None = None,
+    extra_callbacks: Sequence[Callback] = (),
+) -> tuple[Classifier, TensorDataModule, L.Trainer, dict[str, Any]]:
+    """Fit and test the base model; returns (module, datamodule, trainer, metrics)."""
+    if ckpt_path is not None and not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path!r}: no such checkpoint file")
+    L.seed_everything(cfg.model.seed, workers=True, verbose=False)
+    dm = build_datamodule(cfg.data)
+    dm.prepare_data()
+    dm.setup()
+    module = build_classifier(cfg, dm)
+    trainer = build_trainer(cfg, out_dir, cfg.model.epochs, extra_callbacks)
+    log_hyperparams(trainer, cfg)
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    train_time = time.perf_counter() - t0
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    trainer.test(module, datamodule=dm, verbose=False)
+    metrics: dict[str, Any] = {**module.test_results, "train/time_s": train_time}
+    for key in ("val/acc", "val/loss", "train/loss"):
+        if key in trainer.callback_metrics:
+            metrics[key] = trainer.callback_metrics[key].item()
+    metrics["train/epochs"] = trainer.current_epoch
+    metrics["train/steps"] = trainer.global_step
+    log_final_metrics(trainer, metrics)
+    return module, dm, trainer, metrics
+
+
+def train_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """``task=train``: fit + test the base model in the run directory."""
+    module, dm, trainer, metrics = fit_classifier(cfg, run_dir, ckpt_path=cfg.ckpt_path)
+    if not cfg.trainer.fast_dev_run:
+        trainer.save_checkpoint(run_dir / "model.ckpt")
+    log.info("test/acc=%.4f test/acc_macro=%.4f", metrics["test/acc"], metrics["test/acc_macro"])
+    return metrics
+
+
+@dataclass
+class BaseModel:
+    """A trained base classifier (eval mode) with its data and the cache key that identifies it."""
+
+    module: Classifier
+    datamodule: TensorDataModule
+    key: str
+    ckpt_path: Path
+    metrics: dict[str, Any]
+
+    @property
+    def net(self) -> torch.nn.Module:
+        return self.module.net
+
+
+def base_model_key(cfg: DictConfig) -> str:
+    if cfg.model.checkpoint:
+        return config_key("checkpoint", file_digest(cfg.model.checkpoint))
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    assert isinstance(data, dict) and isinstance(model, dict)
+    data.pop("eval_batch_size", None)
+    model.pop("checkpoint", None)
+    return config_key("base_model", data, model, cfg.trainer.precision)
+
+
+def base_model(cfg: DictConfig, work_dir: Path, extra_callbacks: Sequence[Callback] = ()) -> BaseModel:
+    """The trained base model for ``cfg``: from ``model.checkpoint``, the cache, or trained now.
+
+    Training logs go to ``work_dir``; the checkpoint and its test metrics go to the cache.
+    """
+    dm = build_datamodule(cfg.data)
+    dm.prepare_data()
+    dm.setup()
+    if cfg.model.checkpoint:
+        ckpt = Path(cfg.model.checkpoint)
+        if not ckpt.is_file():
+            raise ConfigError(f"model.checkpoint={str(ckpt)!r}: no such checkpoint file")
+        key, metrics = base_model_key(cfg), {}
+    else:
+        key = base_model_key(cfg)
+
+        def build(tmp: Path) -> None:
+            _, _, trainer, m = fit_classifier(cfg, work_dir, extra_callbacks=extra_callbacks)
+            trainer.save_checkpoint(tmp / "model.ckpt")
+            write_metrics(tmp / "metrics.json", m)
+
+        manifest = {"data": OmegaConf.to_container(cfg.data, resolve=True),
+                    "model": OmegaConf.to_container(cfg.model, resolve=True)}
+        path = ArtifactCache(cfg.paths.cache_dir).get_or_build("base_model", key, build, manifest)
+        ckpt = path / "model.ckpt"
+        metrics = json.loads((path / "metrics.json").read_text())
+    module = Classifier.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True)
+    module.eval()
+    return BaseModel(module=module, datamodule=dm, key=key, ckpt_path=ckpt, metrics=metrics)

@@ -1,0 +1,163 @@
+"""Typed config schema (Hydra ConfigStore). Every YAML file in ``conf/`` extends one of these.
+
+A wrong type or an unknown key fails when Hydra composes the config, before any work starts.
+Stage configs (``kae``, ``dmd``) live next to the code that reads them and are registered here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+# ---------------------------------------------------------------------------------------------- data
+@dataclass
+class YinYangDataConfig:
+    name: str = "yinyang"
+    n_train: int = 5000
+    n_val: int = 1000
+    n_test: int = 1000
+    seed_train: int = 42
+    seed_val: int = 41
+    seed_test: int = 40
+    features: str = "xy"  # xy | xy_mirror (x, y, 1-x, 1-y)
+    binary: bool = False  # DMD paper's variant: dots removed, 2 classes
+    r_small: float = 0.1
+    r_big: float = 0.5
+    batch_size: int = 512
+    eval_batch_size: int = 4096
+    shuffle_seed: int = "${seed}"  # type: ignore[assignment]
+
+
+@dataclass
+class MNISTDataConfig:
+    name: str = "mnist"
+    root: str = "${paths.data_dir}"
+    download: bool = True  # torchvision download when the files are missing (needs internet)
+    val_size: int = 5000  # carved from the 60k training images
+    split_seed: int = 0
+    batch_size: int = 128
+    eval_batch_size: int = 4096
+    shuffle_seed: int = "${seed}"  # type: ignore[assignment]
+
+
+# --------------------------------------------------------------------------------------------- model
+@dataclass
+class NetConfig:
+    arch: str = MISSING  # resmlp | mlp
+    in_dim: int = MISSING
+    out_dim: int = MISSING
+    width: Optional[int] = None  # resmlp
+    n_blocks: Optional[int] = None  # resmlp
+    hidden: Optional[list[int]] = None  # mlp
+
+
+@dataclass
+class OptimConfig:
+    """SGD with momentum and a one-cycle triangular LR (0 -> lr over warmup_frac -> 0)."""
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    warmup_frac: float = 0.2
+
+
+@dataclass
+class ModelConfig:
+    net: NetConfig = field(default_factory=NetConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    epochs: int = MISSING
+    seed: int = "${seed}"  # type: ignore[assignment]  # base model's seed (KAE experiments fix it)
+    checkpoint: Optional[str] = None  # use this trained base model instead of training one
+
+
+# ----------------------------------------------------------------------------------------- runtime
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings that do not change what is trained (epochs live in the stages)."""
+
+    accelerator: str = "cpu"
+    devices: Any = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    deterministic: bool = False
+    check_val_every_n_epoch: int = 1
+    log_every_n_steps: int = 50
+    fast_dev_run: Any = False
+    limit_train_batches: Optional[float] = None
+    limit_val_batches: Optional[float] = None
+    limit_test_batches: Optional[float] = None
+    num_sanity_val_steps: int = 0
+    gradient_clip_val: Optional[float] = None
+    num_threads: Optional[int] = None  # torch intra-op threads (None: torch's default)
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "offline"  # online | offline | disabled
+    project: str = "kaelab"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+    log_model: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    csv: bool = True
+    tensorboard: bool = False
+    wandb: Optional[WandbConfig] = None
+
+
+@dataclass
+class CallbacksConfig:
+    checkpoint: bool = True  # ModelCheckpoint writing last.ckpt every epoch (for resume)
+    checkpoint_every_n_epochs: int = 1
+    progress_bar: str = "tqdm"  # tqdm | rich | none
+    progress_refresh_rate: int = 10
+    lr_monitor: bool = True
+
+
+@dataclass
+class PathsConfig:
+    data_dir: str = "${oc.env:KAELAB_DATA_DIR,data}"
+    output_root: str = "${oc.env:KAELAB_OUTPUT_DIR,outputs}"
+    cache_dir: str = "${oc.env:KAELAB_CACHE_DIR,${paths.output_root}/cache}"
+    run_dir: str = "${hydra:runtime.output_dir}"
+
+
+# ------------------------------------------------------------------------------------------- root
+TASKS = ("train", "kae", "dmd")
+
+
+@dataclass
+class Config:
+    name: str = "default"  # experiment name: names the run directory and logger runs
+    task: str = "train"  # train | kae | dmd
+    seed: int = 0
+    ckpt_path: Optional[str] = None  # resume the base-model training run from this checkpoint
+    data: Any = MISSING
+    model: ModelConfig = MISSING  # type: ignore[assignment]
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    kae: Any = None
+    dmd: Any = None
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="data", name="yinyang_schema", node=YinYangDataConfig)
+    cs.store(group="data", name="mnist_schema", node=MNISTDataConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    cs.store(group="callbacks", name="callbacks_schema", node=CallbacksConfig)
+    cs.store(group="paths", name="paths_schema", node=PathsConfig)

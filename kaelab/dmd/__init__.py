@@ -1,0 +1,1 @@
+"""DMD layer replacement on time-delay coordinates (Koopman layers paper)."""

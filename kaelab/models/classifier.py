@@ -1,0 +1,87 @@
+"""The base-model LightningModule: cross-entropy, SGD + one-cycle triangular LR (paper App. B)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from kaelab.models.mlp import build_net
+from kaelab.schedules import triangular_lr
+
+
+def decay_param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on Linear weights only; biases and BatchNorm parameters are not decayed."""
+    decay, no_decay = [], []
+    for m in module.modules():
+        for name, p in m.named_parameters(recurse=False):
+            (decay if isinstance(m, nn.Linear) and name == "weight" else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Classifier(L.LightningModule):
+    """Trains ``build_net(net)``; test metrics land in ``self.test_results`` (accuracies in [0, 1])."""
+
+    def __init__(self, net: dict, optim: dict, num_classes: int):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = build_net(net)
+        self.optim = dict(optim)
+        self.num_classes = num_classes
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc_macro = MulticlassAccuracy(num_classes, average="macro")
+        self.test_acc_per_class = MulticlassAccuracy(num_classes, average="none")
+        self.test_results: dict[str, Any] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.net(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        self.train_acc(logits, y)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.net(x)
+        self.val_acc(logits, y)
+        self.log("val/loss", nn.functional.cross_entropy(logits, y))
+        self.log("val/acc", self.val_acc, prog_bar=True)
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.net(x)
+        for metric in (self.test_acc, self.test_acc_macro, self.test_acc_per_class):
+            metric.update(logits, y)
+
+    def on_test_epoch_end(self) -> None:
+        acc, macro = self.test_acc.compute(), self.test_acc_macro.compute()
+        per_class = self.test_acc_per_class.compute()
+        self.log_dict({"test/acc": acc, "test/acc_macro": macro})
+        self.test_results = {
+            "test/acc": acc.item(),
+            "test/acc_macro": macro.item(),
+            "test/acc_per_class": per_class.tolist(),
+        }
+        for metric in (self.test_acc, self.test_acc_macro, self.test_acc_per_class):
+            metric.reset()
+
+    def configure_optimizers(self):
+        o = self.optim
+        opt = torch.optim.SGD(
+            decay_param_groups(self.net, o["weight_decay"]),
+            lr=o["lr"],
+            momentum=o["momentum"],
+            nesterov=o.get("nesterov", False),
+        )
+        sched = triangular_lr(opt, self.trainer.estimated_stepping_batches, o["warmup_frac"])
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,38 @@
+"""Dispatch of ``cfg.task`` to its stage function; every run ends by writing ``metrics.json``."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from kaelab.config import TASKS
+from kaelab.errors import ConfigError
+from kaelab.metrics import write_metrics
+from kaelab.training import configure_runtime
+
+log = logging.getLogger(__name__)
+
+# task -> "module:function", imported lazily so a run only loads what it uses
+TASK_FUNCTIONS = {
+    "train": "kaelab.base_model:train_task",
+    "kae": "kaelab.koopman.pipeline:kae_task",
+    "dmd": "kaelab.dmd.pipeline:dmd_task",
+}
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.task not in TASKS:
+        raise ConfigError(f"task must be one of {TASKS}, got {cfg.task!r}")
+    run_dir = Path(cfg.paths.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    configure_runtime(cfg)
+    module_name, fn_name = TASK_FUNCTIONS[cfg.task].split(":")
+    task_fn = getattr(importlib.import_module(module_name), fn_name)
+    metrics = task_fn(cfg, run_dir)
+    path = write_metrics(run_dir / "metrics.json", metrics)
+    log.info("wrote %s", path)
+    return metrics
