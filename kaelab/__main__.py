@@ -7,7 +7,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from kaelab.config import register_configs
+from kaelab.config import check_schema, register_configs
 from kaelab.errors import KaelabError
 
 register_configs()
@@ -18,6 +18,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     from kaelab.pipeline import run  # imported here so config errors surface before heavy imports
 
     try:
+        check_schema(cfg)
         metrics = run(cfg)
     except KaelabError as err:
         print(f"kaelab: error: {err}", file=sys.stderr)

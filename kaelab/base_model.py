@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from kaelab.models import Classifier
 from kaelab.training import build_trainer, log_final_metrics, log_hyperparams
 
 log = logging.getLogger(__name__)
+
+FIT_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc")
 
 
 def build_classifier(cfg: DictConfig, dm: TensorDataModule) -> Classifier:
@@ -62,11 +65,10 @@ def fit_classifier(
     train_time = time.perf_counter() - t0
     if trainer.interrupted:
         raise KeyboardInterrupt
+    # the fit's last logged values (trainer.test resets callback_metrics)
+    fit_metrics = {k: trainer.callback_metrics[k].item() for k in FIT_KEYS if k in trainer.callback_metrics}
     trainer.test(module, datamodule=dm, verbose=False)
-    metrics: dict[str, Any] = {**module.test_results, "train/time_s": train_time}
-    for key in ("val/acc", "val/loss", "train/loss"):
-        if key in trainer.callback_metrics:
-            metrics[key] = trainer.callback_metrics[key].item()
+    metrics: dict[str, Any] = {**module.test_results, **fit_metrics, "train/time_s": train_time}
     metrics["train/epochs"] = trainer.current_epoch
     metrics["train/steps"] = trainer.global_step
     log_final_metrics(trainer, metrics)
@@ -74,10 +76,20 @@ def fit_classifier(
 
 
 def train_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """``task=train``: fit + test the base model in the run directory."""
+    """``task=train``: fit + test the base model in the run directory.
+
+    The finished model is also registered in the artifact cache, so a KAE or DMD stage with the
+    same data + model config reuses it instead of training again.
+    """
     module, dm, trainer, metrics = fit_classifier(cfg, run_dir, ckpt_path=cfg.ckpt_path)
     if not cfg.trainer.fast_dev_run:
         trainer.save_checkpoint(run_dir / "model.ckpt")
+
+        def register(tmp: Path) -> None:
+            shutil.copy2(run_dir / "model.ckpt", tmp / "model.ckpt")
+            write_metrics(tmp / "metrics.json", metrics)
+
+        ArtifactCache(cfg.paths.cache_dir).get_or_build("base_model", base_model_key(cfg), register, _manifest(cfg))
     log.info("test/acc=%.4f test/acc_macro=%.4f", metrics["test/acc"], metrics["test/acc_macro"])
     return metrics
 
@@ -91,10 +103,18 @@ class BaseModel:
     key: str
     ckpt_path: Path
     metrics: dict[str, Any]
+    cache_hit: bool = True  # False when this call trained it
 
     @property
     def net(self) -> torch.nn.Module:
         return self.module.net
+
+
+def _manifest(cfg: DictConfig) -> dict[str, Any]:
+    return {
+        "data": OmegaConf.to_container(cfg.data, resolve=True),
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+    }
 
 
 def base_model_key(cfg: DictConfig) -> str:
@@ -105,7 +125,10 @@ def base_model_key(cfg: DictConfig) -> str:
     assert isinstance(data, dict) and isinstance(model, dict)
     data.pop("eval_batch_size", None)
     model.pop("checkpoint", None)
-    return config_key("base_model", data, model, cfg.trainer.precision)
+    # trainer settings that change what gets trained (a fast_dev_run model must not pass for a real one)
+    tc = cfg.trainer
+    trained = [tc.precision, tc.fast_dev_run, tc.limit_train_batches, tc.gradient_clip_val]
+    return config_key("base_model", data, model, trained)
 
 
 def base_model(cfg: DictConfig, work_dir: Path, extra_callbacks: Sequence[Callback] = ()) -> BaseModel:
@@ -116,6 +139,7 @@ def base_model(cfg: DictConfig, work_dir: Path, extra_callbacks: Sequence[Callba
     dm = build_datamodule(cfg.data)
     dm.prepare_data()
     dm.setup()
+    cache_hit = True
     if cfg.model.checkpoint:
         ckpt = Path(cfg.model.checkpoint)
         if not ckpt.is_file():
@@ -125,15 +149,15 @@ def base_model(cfg: DictConfig, work_dir: Path, extra_callbacks: Sequence[Callba
         key = base_model_key(cfg)
 
         def build(tmp: Path) -> None:
+            nonlocal cache_hit
+            cache_hit = False
             _, _, trainer, m = fit_classifier(cfg, work_dir, extra_callbacks=extra_callbacks)
             trainer.save_checkpoint(tmp / "model.ckpt")
             write_metrics(tmp / "metrics.json", m)
 
-        manifest = {"data": OmegaConf.to_container(cfg.data, resolve=True),
-                    "model": OmegaConf.to_container(cfg.model, resolve=True)}
-        path = ArtifactCache(cfg.paths.cache_dir).get_or_build("base_model", key, build, manifest)
+        path = ArtifactCache(cfg.paths.cache_dir).get_or_build("base_model", key, build, _manifest(cfg))
         ckpt = path / "model.ckpt"
         metrics = json.loads((path / "metrics.json").read_text())
     module = Classifier.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True)
     module.eval()
-    return BaseModel(module=module, datamodule=dm, key=key, ckpt_path=ckpt, metrics=metrics)
+    return BaseModel(module=module, datamodule=dm, key=key, ckpt_path=ckpt, metrics=metrics, cache_hit=cache_hit)

@@ -6,11 +6,14 @@ Stage configs (``kae``, ``dmd``) live next to the code that reads them and are r
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+from kaelab.errors import ConfigError
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -29,7 +32,7 @@ class YinYangDataConfig:
     r_big: float = 0.5
     batch_size: int = 512
     eval_batch_size: int = 4096
-    shuffle_seed: int = "${seed}"  # type: ignore[assignment]
+    shuffle_seed: int = "${model.seed}"  # type: ignore[assignment]
 
 
 @dataclass
@@ -41,7 +44,7 @@ class MNISTDataConfig:
     split_seed: int = 0
     batch_size: int = 128
     eval_batch_size: int = 4096
-    shuffle_seed: int = "${seed}"  # type: ignore[assignment]
+    shuffle_seed: int = "${model.seed}"  # type: ignore[assignment]
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -151,8 +154,43 @@ class Config:
     dmd: Any = None
 
 
+def gpu_count() -> int:
+    """Visible CUDA devices (resolver ``${kaelab_gpu_count:}``)."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def hydra_job_num() -> int:
+    """This job's index in a multirun (0 in a single run or outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        num = OmegaConf.select(HydraConfig.get(), "job.num", default=0)
+    except ValueError:  # HydraConfig not set (compose API)
+        return 0
+    return int(num) if isinstance(num, int) else 0
+
+
+def gpu_for_job() -> list[int]:
+    """``[job.num % n_gpus]`` (resolver ``${kaelab_gpu_for_job:}``): with the joblib_gpus
+    launcher, multirun job n trains on GPU n mod the number of visible GPUs."""
+    n = gpu_count()
+    if n == 0:
+        raise ConfigError("trainer=gpu needs a CUDA GPU and none is visible (use trainer=cpu)")
+    return [hydra_job_num() % n]
+
+
 def register_configs() -> None:
+    for name, fn in (("kaelab_gpu_count", gpu_count), ("kaelab_gpu_for_job", gpu_for_job)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+    from kaelab.dmd.config import DMDConfig
+    from kaelab.koopman.config import KAEConfig
+
     cs = ConfigStore.instance()
+    cs.store(group="kae", name="kae_schema", node=KAEConfig)
+    cs.store(group="dmd", name="dmd_schema", node=DMDConfig)
     cs.store(name="config_schema", node=Config)
     cs.store(group="data", name="yinyang_schema", node=YinYangDataConfig)
     cs.store(group="data", name="mnist_schema", node=MNISTDataConfig)
@@ -161,3 +199,24 @@ def register_configs() -> None:
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
     cs.store(group="callbacks", name="callbacks_schema", node=CallbacksConfig)
     cs.store(group="paths", name="paths_schema", node=PathsConfig)
+
+
+def check_schema(cfg: Any, path: str = "") -> None:
+    """Reject keys that are not fields of their node's schema dataclass.
+
+    Hydra's struct mode already rejects ``key=value`` for unknown keys, but ``+key=value`` appends
+    past it; this catches those before any work starts.
+    """
+    if isinstance(cfg, DictConfig):
+        schema = OmegaConf.get_type(cfg)
+        if schema is not None and dataclasses.is_dataclass(schema):
+            known = {f.name for f in dataclasses.fields(schema)}
+            for key in cfg.keys():
+                if key not in known:
+                    raise ConfigError(f"unknown config key {path}{key} (not in {schema.__name__}: {', '.join(sorted(known))})")
+        for key in cfg.keys():
+            if key != "hydra":
+                check_schema(cfg._get_node(key), f"{path}{key}.")
+    elif isinstance(cfg, ListConfig):
+        for idx in range(len(cfg)):
+            check_schema(cfg._get_node(idx), f"{path}{idx}.")

@@ -60,10 +60,12 @@ def build_callbacks(cfg: DictConfig, ckpt_dir: Path, has_logger: bool) -> list[C
     cbs: list[Callback] = []
     if cc.checkpoint:
         cbs.append(
+            # keep the newest epoch's checkpoint (no monitor: top-1 = latest) with last.ckpt linking
+            # to it; with save_top_k=0 Lightning would write last.ckpt only when training ends
             ModelCheckpoint(
                 dirpath=str(ckpt_dir),
-                save_last=True,
-                save_top_k=0,
+                save_last="link",
+                save_top_k=1,
                 every_n_epochs=cc.checkpoint_every_n_epochs,
             )
         )

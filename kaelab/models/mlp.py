@@ -31,6 +31,15 @@ class MLP(nn.Module):
     def stages(self) -> list[nn.Module]:
         return list(self.layers)
 
+    def forward_from(self, name: str, h: torch.Tensor) -> torch.Tensor:
+        """Logits from the representation ``h`` output by module ``name`` (the rest of the net)."""
+        names = self.representation_names()
+        if name not in names:
+            raise KeyError(f"{name!r} is not one of {names}")
+        for stage in self.stages()[names.index(name) + 1 :]:
+            h = stage(h)
+        return self.head(h)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
             x = layer(x)

@@ -46,6 +46,15 @@ class ResMLP(nn.Module):
         """The maps between consecutive states: state_{t+1} = stages()[t](state_t)."""
         return [self.input_layer, *self.blocks]
 
+    def forward_from(self, name: str, h: torch.Tensor) -> torch.Tensor:
+        """Logits from the representation ``h`` output by module ``name`` (the rest of the net)."""
+        names = self.representation_names()
+        if name not in names:
+            raise KeyError(f"{name!r} is not one of {names}")
+        for stage in self.stages()[names.index(name) + 1 :]:
+            h = stage(h)
+        return self.head(h)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.input_layer(x)
         for block in self.blocks:

@@ -1,0 +1,72 @@
+"""Config schema of the DMD layer-replacement stage (``dmd`` group; conf/dmd/*.yaml).
+
+Vocabulary (see kaelab/dmd/trajectory.py): a network is read as a trajectory through depth,
+``s_0 -> s_1 -> ... -> s_T``; the *span* ``[a, b]`` is the stretch of states that the DMD operator
+replaces; with ``h`` delays the hybrid computes ``s_a .. s_{a+h}`` with the true network (the seed
+window) and the operator carries the remaining ``b - a - h`` transitions ("layers replaced").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class ScalingConfig:
+    """The paper's "layer scaling" of a plain MLP (used when the base net is not residual).
+
+    ``n_layers`` new square Linear+ReLU layers (width = input width of ``layer``) are inserted in
+    front of the frozen hidden layer ``model.layers[layer]`` and trained with a Huber loss so that
+    that layer's output (the downstream activation) matches the original network's. Each sample then
+    has ``n_layers + 2`` states: the layer's input, the n new states, and the layer's output.
+    ``n_layers: 0`` skips scaling: the trajectory is then the original hidden layers themselves.
+    """
+
+    layer: int = 1
+    n_layers: int = 10
+    # width of the new layers (null: the scaled layer's input width, square layers as in the paper);
+    # the first maps the input width up, the last back down
+    width: Optional[int] = None
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    huber_delta: float = 1.0
+    # kaelab's addition (0 = the paper's scaling): weight of a delay-linearity loss, the relative
+    # error of a learnable linear delay rollout (linear_h delays) along the scaled trajectory
+    linear_weight: float = 0.0
+    linear_h: int = "${..h}"  # type: ignore[assignment]
+    linear_fit: str = "lstsq"  # lstsq: the batch's least-squares delay operator | learned: a parameter
+    init: str = "kaiming"  # kaiming (as the authors' code) | identity (W = I + noise, b = 0)
+    init_noise: float = 0.05  # std of the noise added to the identity init
+    seed: int = "${seed}"  # type: ignore[assignment]
+
+
+@dataclass
+class GridConfig:
+    """The (h, rank, span) grid written to ``dmd_grid.csv``; empty lists fall back to the main value."""
+
+    h: list[int] = field(default_factory=list)
+    rank: list[int] = field(default_factory=list)
+    span: list[list[int]] = field(default_factory=list)
+
+
+@dataclass
+class DMDConfig:
+    h: int = 2  # number of delays: the delay window holds h + 1 consecutive states
+    rank: int = 10  # SVD truncation rank (PyDMD svd_rank): > 0 fixed, 0 optimal hard threshold, -1 full
+    # replaced span [a, b] as state indices (negative counts from the end); null = the whole trajectory
+    span: Optional[list[int]] = None
+    tikhonov: Optional[float] = None  # PyDMD's tikhonov_regularization of the reduced operator
+    rollout: str = "reduced"  # reduced: iterate the r x r operator | shift: exact window shift, predict newest
+    n_fit: int = 5000  # training samples whose trajectories fit the DMD (random subset; 0 = all)
+    fit_seed: int = "${seed}"  # type: ignore[assignment]
+    # pick (h, rank, span) from the grid by validation accuracy (never by test accuracy)
+    select: str = "none"  # none | val
+    grid: GridConfig = field(default_factory=GridConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    dtype: str = "float32"  # float32 | float64: dtype of the hybrid's operator in torch
+    eval_batch_size: int = 4096
+    figures: bool = True
+    boundary_resolution: int = 200  # Yin-Yang decision-boundary grid points per axis

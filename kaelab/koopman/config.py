@@ -1,0 +1,36 @@
+"""Config schema of the KAE stage (``kae`` group; conf/kae/*.yaml). Defaults: Yin-Yang (App. C)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+@dataclass
+class KAELambdas:
+    """Weights of the four losses (Eq. 7): recon (3), linear (4), state (5), isometry (6)."""
+
+    recon: float = 1.0
+    linear: float = 1.0
+    state: float = 1.0
+    iso: float = 1.0
+
+
+@dataclass
+class KAEConfig:
+    source_layer: Any = 0  # x_i: index into the base model's representations (or a module name)
+    target_layer: Any = -1  # x_j: default the last block's output (the penultimate representation)
+    q: Optional[int] = None  # PCA components kept in preprocessing (None: all)
+    scale: float = 100.0  # Frobenius norm of the preprocessed training matrix
+    hidden: list[int] = field(default_factory=lambda: [30])  # encoder hidden widths (decoder mirrors)
+    latent_dim: int = 20
+    negative_slope: float = 0.01  # LeakyReLU
+    k: int = 100  # steps of exp(G/k)
+    g_init: str = "identity"  # identity | zeros | random | identity_random
+    lambdas: KAELambdas = field(default_factory=KAELambdas)
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    warmup_frac: float = 0.2
+    epochs: int = 1000
+    batch_size: int = 1024
+    seed: int = "${seed}"  # type: ignore[assignment]

@@ -1,0 +1,91 @@
+"""Neural representations x_1..x_L of a trained network (KAE paper, Sec. 3.1), via forward hooks.
+
+Representations are taken with BatchNorm in eval mode, for every split of the base model's data,
+and cached as safetensors under a key of the base model's key and the layer names, so a sweep over
+KAE settings extracts them once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from kaelab.cache import ArtifactCache, config_key
+from kaelab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def representation_names(net: nn.Module) -> list[str]:
+    """Ordered names of the modules whose outputs are the network's representations."""
+    if hasattr(net, "representation_names"):
+        return list(net.representation_names())
+    raise ConfigError(f"{type(net).__name__} does not declare representation_names()")
+
+
+def resolve_layer(net: nn.Module, layer: int | str, key: str) -> str:
+    """A layer given as an index into ``representation_names(net)`` (negative from the end) or a
+    module name, checked against the network; ``key`` names the config entry for the error."""
+    names = representation_names(net)
+    listing = ", ".join(f"{i}={n}" for i, n in enumerate(names))
+    if isinstance(layer, str) and not layer.lstrip("-").isdigit():
+        if layer not in names:
+            raise ConfigError(f"{key}={layer!r} is not a representation of the base model ({listing})")
+        return layer
+    idx = int(layer)
+    if not -len(names) <= idx < len(names):
+        raise ConfigError(f"{key}={idx} is out of range for the base model's {len(names)} representations ({listing})")
+    return names[idx]
+
+
+@torch.no_grad()
+def extract(net: nn.Module, layers: Sequence[str], x: torch.Tensor, batch_size: int = 8192) -> dict[str, torch.Tensor]:
+    """Outputs of the named modules for inputs ``x`` (eval mode; the net's mode is restored)."""
+    modules = dict(net.named_modules())
+    missing = [n for n in layers if n not in modules]
+    if missing:
+        raise ConfigError(f"no module named {missing[0]!r} in {type(net).__name__}")
+    outputs: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
+    hooks = [
+        modules[n].register_forward_hook(lambda _m, _i, out, n=n: outputs[n].append(out.detach()))
+        for n in layers
+    ]
+    was_training = net.training
+    net.eval()
+    try:
+        for start in range(0, len(x), batch_size):
+            net(x[start : start + batch_size])
+    finally:
+        for h in hooks:
+            h.remove()
+        net.train(was_training)
+    return {n: torch.cat(v) for n, v in outputs.items()}
+
+
+def cached_representations(
+    cache: ArtifactCache, base_key: str, net: nn.Module, splits: dict[str, torch.Tensor], layers: Sequence[str]
+) -> dict[str, dict[str, torch.Tensor]]:
+    """``{split: {layer: tensor}}`` for the base model ``base_key``, extracted once and cached."""
+    layers = list(dict.fromkeys(layers))
+    key = config_key("representations", base_key, sorted(layers), sorted(splits))
+
+    def build(tmp: Path) -> None:
+        tensors = {}
+        for split, x in splits.items():
+            log.info("extracting %s for %d %s samples", layers, len(x), split)
+            for layer, rep in extract(net, layers, x).items():
+                tensors[f"{split}/{layer}"] = rep.contiguous()
+        save_file(tensors, str(tmp / "representations.safetensors"))
+
+    path = cache.get_or_build("representations", key, build, {"base_model": base_key, "layers": layers})
+    flat = load_file(str(path / "representations.safetensors"))
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for name, t in flat.items():
+        split, layer = name.split("/", 1)
+        out.setdefault(split, {})[layer] = t
+    return out

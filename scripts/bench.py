@@ -1,0 +1,196 @@
+#!/usr/bin/env python
+"""kaelab benchmarks -> outputs/bench/bench.json (one JSON object; ``make bench``).
+
+Everything is compared against limits measured in the same run:
+* ``probe``: the machine's fp32 matmul FLOP/s (torch.mm on square matrices, the best of a few sizes);
+* base-model training (MNIST ResMLP at batch 128, Yin-Yang ResMLP at batch 512) through the real
+  Lightning loop and datamodule, against a bare PyTorch loop doing the same steps: samples/s,
+  FLOP/s (analytic count), fraction of the probe, and Lightning + data overhead per step;
+* the MNIST KAE step (batch 512): samples/s, FLOP/s, time split into matrix exponential
+  (forward + backward) and network, and kaelab's expm against torch.linalg.matrix_exp;
+* the DMD stage (scripts/bench_dmd.py): fit time and hybrid inference throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from kaelab.data import InMemoryDataModule  # noqa: E402
+from kaelab.koopman.kae import KoopmanAutoencoder  # noqa: E402
+from kaelab.koopman.operator import expm  # noqa: E402
+from kaelab.models import Classifier  # noqa: E402
+
+
+def timed(fn, repeat: int, warmup: int = 2) -> float:
+    """Median seconds per call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def matmul_probe(sizes=(512, 1024, 2048)) -> dict:
+    best = {}
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        dt = timed(lambda a=a, b=b: a @ b, repeat=10)
+        best[str(n)] = 2 * n**3 / dt
+    return {"matmul_flops": max(best.values()), "matmul_flops_by_size": best}
+
+
+def linear_train_flops(net: nn.Module, batch: int) -> float:
+    """Analytic FLOPs of one training step of the Linear layers (fwd 2MK, weight grad 2MK, input grad
+    2MK except for the first layer, whose input needs no gradient)."""
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    macs = [m.in_features * m.out_features for m in linears]
+    return batch * (2 * sum(macs) * 2 + 2 * (sum(macs) - macs[0]))
+
+
+def bench_classifier(name: str, net_cfg: dict, in_dim: int, classes: int, batch: int, steps: int, probe: float) -> dict:
+    """Real Lightning training steps vs. the same steps in a bare PyTorch loop."""
+    n = batch * steps
+    x, y = torch.randn(n, in_dim), torch.randint(0, classes, (n,))
+    optim = dict(lr=0.05, momentum=0.9, weight_decay=5e-4, warmup_frac=0.2)
+
+    class StepTimer(L.Callback):
+        def on_train_batch_start(self, trainer, *_):
+            if trainer.global_step == 5:
+                self.t0 = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, *_):
+            self.dt = (time.perf_counter() - self.t0) / (trainer.global_step - 5)
+
+    timer = StepTimer()
+    module = Classifier(net_cfg, optim, classes)
+    dm = InMemoryDataModule({"train": (x, y)}, batch_size=batch)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[timer], limit_val_batches=0)
+    trainer.fit(module, datamodule=dm)
+    step_lightning = timer.dt
+
+    bare = Classifier(net_cfg, optim, classes).net
+    opt = torch.optim.SGD(bare.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    xb, yb = x[:batch], y[:batch]
+
+    def bare_step():
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(bare(xb), yb).backward()
+        opt.step()
+
+    step_bare = timed(bare_step, repeat=max(10, steps // 2))
+    flops = linear_train_flops(bare, batch)
+    return {
+        f"{name}/batch": batch,
+        f"{name}/step_s": step_lightning,
+        f"{name}/samples_per_s": batch / step_lightning,
+        f"{name}/flops": flops / step_lightning,
+        f"{name}/fraction_of_probe": flops / step_lightning / probe,
+        f"{name}/bare_torch_step_s": step_bare,
+        f"{name}/bare_torch_fraction_of_probe": flops / step_bare / probe,
+        f"{name}/framework_overhead": max(0.0, (step_lightning - step_bare) / step_lightning),
+    }
+
+
+def bench_kae(batch: int, steps: int, probe: float, dim=784, hidden=1000, latent=800, k=10) -> dict:
+    """One MNIST-KAE optimisation step, split into matrix exponential and network."""
+    torch.manual_seed(0)
+    kae = KoopmanAutoencoder(dim, [hidden], latent, k, dict(recon=1, linear=1, state=1, iso=1e-3))
+    with torch.no_grad():  # a trained-looking G (||G||_1 ~ 8) rather than the identity init
+        kae.koopman.G.add_(0.3 * torch.randn(latent, latent) / math.sqrt(latent))
+    opt = torch.optim.AdamW(kae.parameters(), lr=1e-4)
+    xi, xj = torch.randn(batch, dim), torch.randn(batch, dim)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        kae.total_loss(kae.loss_terms(xi, xj)).backward()
+        opt.step()
+
+    step_s = timed(step, repeat=steps)
+    G = kae.koopman.G.detach().clone().requires_grad_()
+    probe_grad = torch.randn(latent, latent)
+
+    def op_step(f):
+        G.grad = None
+        (f(G) * probe_grad).sum().backward()
+
+    expm_s = timed(lambda: op_step(expm), repeat=5)
+    torch_expm_s = timed(lambda: op_step(torch.linalg.matrix_exp), repeat=3, warmup=1)
+    # analytic FLOPs: encoder on 2B rows, decoder on 3B rows (fwd + 2x bwd), K z, distances, expm
+    enc = dim * hidden + hidden * latent
+    net_flops = 6 * (2 * batch * enc + 3 * batch * enc) + 6 * batch * latent * latent
+    dist_flops = 2 * (2 * batch * batch * latent) * 3 + 2 * (2 * batch * batch * dim)
+    norm = kae.koopman.G.detach().abs().sum(0).max().item()
+    squarings = max(0, math.ceil(math.log2(norm))) if norm > 1 else 0
+    expm_flops = 3 * (5 + squarings) * 2 * latent**3
+    total = net_flops + dist_flops + expm_flops
+    return {
+        "kae_mnist/batch": batch,
+        "kae_mnist/step_s": step_s,
+        "kae_mnist/samples_per_s": batch / step_s,
+        "kae_mnist/flops": total / step_s,
+        "kae_mnist/fraction_of_probe": total / step_s / probe,
+        "kae_mnist/expm_fwd_bwd_s": expm_s,
+        "kae_mnist/network_s": step_s - expm_s,
+        "kae_mnist/expm_share_of_step": expm_s / step_s,
+        "kae_mnist/torch_matrix_exp_fwd_bwd_s": torch_expm_s,
+        "kae_mnist/expm_speedup_vs_torch": torch_expm_s / expm_s,
+        "kae_mnist/epoch_s_estimate_55k": 55000 / batch * step_s,
+    }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(REPO / "outputs" / "bench" / "bench.json"))
+    parser.add_argument("--quick", action="store_true", help="few steps (smoke test), numbers not meaningful")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["base", "kae", "dmd"])
+    args = parser.parse_args(argv)
+    steps = 6 if args.quick else 40
+    out: dict = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "quick": args.quick,
+    }
+    out.update(matmul_probe((256,) if args.quick else (512, 1024, 2048)))
+    probe = out["matmul_flops"]
+    if "base" not in args.skip:
+        out.update(bench_classifier("resmlp_mnist", dict(arch="resmlp", in_dim=784, width=784, n_blocks=4, out_dim=10),
+                                    784, 10, batch=128, steps=steps + 6, probe=probe))
+        out.update(bench_classifier("resmlp_yinyang", dict(arch="resmlp", in_dim=2, width=10, n_blocks=5, out_dim=3),
+                                    2, 3, batch=512, steps=steps * 5 + 6, probe=probe))
+    if "kae" not in args.skip:
+        out.update(bench_kae(batch=64 if args.quick else 512, steps=3 if args.quick else 8, probe=probe,
+                             **(dict(dim=64, hidden=80, latent=64) if args.quick else {})))
+    if "dmd" not in args.skip:
+        from bench_dmd import bench_dmd
+
+        bench_dmd(out, quick=args.quick)
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2, sort_keys=True))
+    print(json.dumps(out, indent=2, sort_keys=True))
+    print(f"wrote {path}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""task=kae end to end on Yin-Yang: surrogate above chance, cached base model reused."""
+
+import json
+
+from conftest import FAST, run_cfg
+
+SHORT = [
+    "+experiment=yinyang_kae",
+    "data.n_train=1000",
+    "data.n_val=200",
+    "data.n_test=500",
+    "data.batch_size=100",
+    "model.epochs=60",
+    "kae.epochs=150",
+    "kae.batch_size=250",
+    *FAST,
+]
+KEYS = [
+    "base/test_acc", "base/test_acc_macro", "kae/test_acc", "kae/test_acc_macro", "kae/test_acc_per_class",
+    "kae/agreement", "kae/state_fvu", "kae/loss_recon", "kae/loss_linear", "kae/loss_state", "kae/loss_iso",
+]
+
+
+def test_short_yinyang_kae_run_and_cache_reuse(tmp_path):
+    first = run_cfg(SHORT, tmp_path)
+    for key in KEYS:
+        assert key in first, key
+    assert first["base/test_acc"] > 0.85
+    assert first["kae/test_acc"] > 0.6  # chance ~0.36
+    assert first["kae/agreement"] > 0.6 and 0.0 <= first["kae/state_fvu"] < 0.5
+    assert len(first["kae/test_acc_per_class"]) == 3
+    assert all(first[f"kae/loss_{t}"] > 0 for t in ("recon", "linear", "state", "iso"))
+    assert first["base/cache_hit"] is False  # trained here
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["kae/test_acc"] == first["kae/test_acc"]
+
+    second_dir = tmp_path / "second"
+    second_dir.mkdir()
+    (second_dir / "cache").symlink_to(tmp_path / "cache")
+    second = run_cfg([*SHORT, "seed=1", "kae.lambdas.iso=0.5"], second_dir)
+    assert second["base/cache_hit"] is True
+    assert second["base/test_acc"] == first["base/test_acc"]
+    assert len(list((tmp_path / "cache" / "base_model").glob("*/model.ckpt"))) == 1
+    assert len(list((tmp_path / "cache" / "representations").glob("*/*.safetensors"))) == 1
+    assert second["kae/test_acc"] != first["kae/test_acc"] or second["kae/loss_iso"] != first["kae/loss_iso"]

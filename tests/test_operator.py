@@ -1,0 +1,55 @@
+"""K = exp(G/k)^k (Eq. 12): values and gradients of kaelab's expm against torch.linalg.matrix_exp."""
+
+import pytest
+import torch
+
+from kaelab.errors import ConfigError
+from kaelab.koopman.operator import KoopmanOperator, expm
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.1, 1.0, 5.0, 40.0])
+def test_expm_matches_torch(scale):
+    g = torch.Generator().manual_seed(0)
+    a = scale * torch.randn(30, 30, dtype=torch.float64, generator=g) / 30**0.5
+    torch.testing.assert_close(expm(a), torch.linalg.matrix_exp(a), rtol=1e-10, atol=1e-10)
+
+
+def test_expm_gradient_matches_torch():
+    g = torch.Generator().manual_seed(1)
+    a = (torch.eye(12, dtype=torch.float64) + 2 * torch.randn(12, 12, dtype=torch.float64, generator=g)).requires_grad_()
+    w = torch.randn(12, 12, dtype=torch.float64, generator=g)
+    (ours,) = torch.autograd.grad((expm(a) * w).sum(), a)
+    (ref,) = torch.autograd.grad((torch.linalg.matrix_exp(a) * w).sum(), a)
+    torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-9)
+    assert torch.autograd.gradcheck(expm, (a[:5, :5].detach().clone().requires_grad_(),))
+
+
+def test_k_step_power_equals_one_exponential():
+    op = KoopmanOperator(16, k=10, init="identity_random").double()
+    with torch.no_grad():
+        op.G.add_(0.3 * torch.randn(16, 16, dtype=torch.float64))
+    a = op.step_matrix()
+    torch.testing.assert_close(torch.linalg.matrix_power(a, 10), torch.linalg.matrix_exp(op.G), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(op.matrix(), torch.linalg.matrix_exp(op.G), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(op.inverse_matrix() @ op.matrix(), torch.eye(16, dtype=torch.float64))
+
+
+def test_trajectory_has_k_plus_one_states_ending_at_prediction():
+    op = KoopmanOperator(8, k=7, init="identity_random")
+    z = torch.randn(5, 8)
+    traj = op.trajectory(z)
+    assert traj.shape == (8, 5, 8)
+    torch.testing.assert_close(traj[0], z)
+    torch.testing.assert_close(traj[-1], op(z), rtol=1e-4, atol=1e-5)
+
+
+def test_identity_init_gives_e_times_identity():
+    op = KoopmanOperator(4, k=100)
+    torch.testing.assert_close(op.matrix(), torch.e * torch.eye(4))
+
+
+def test_bad_operator_settings():
+    with pytest.raises(ConfigError, match="k"):
+        KoopmanOperator(4, k=0)
+    with pytest.raises(ConfigError, match="g_init"):
+        KoopmanOperator(4, k=2, init="nope")

@@ -1,0 +1,18 @@
+"""The package ships every subpackage and its configs (found after a non-editable install too)."""
+
+import tomllib
+from importlib.resources import files
+
+from conftest import REPO
+
+
+def test_every_package_is_listed_in_pyproject():
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "kaelab").rglob("__init__.py")}
+    assert found | {"kaelab.conf"} == listed
+
+
+def test_configs_are_package_data():
+    conf = files("kaelab.conf")
+    assert conf.joinpath("config.yaml").is_file()
+    assert conf.joinpath("experiment").joinpath("mnist_kae.yaml").is_file()

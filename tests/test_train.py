@@ -1,0 +1,77 @@
+"""Base-model training: learns, is repeatable, resumes exactly, every experiment runs."""
+
+import json
+
+import lightning as L
+import pytest
+
+from conftest import EXPERIMENTS, FAST, compose_cfg, run_cfg
+from kaelab.base_model import fit_classifier
+
+SMALL_YY = ["+experiment=yinyang_mlp", "data.n_train=1000", "data.n_val=200", "data.n_test=500", "data.batch_size=100"]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_fast_dev_run_of_every_experiment(experiment, tmp_path, data_dir):
+    metrics = run_cfg([f"+experiment={experiment}", "trainer.fast_dev_run=true", *FAST], tmp_path, data_dir)
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert written.keys() == metrics.keys() and len(written) > 0
+    accs = [v for k, v in written.items() if k.endswith("acc") and isinstance(v, float)]
+    assert accs and all(0.0 <= a <= 1.0 for a in accs)
+
+
+def test_short_yinyang_run_learns(tmp_path):
+    m = run_cfg([*SMALL_YY, "model.epochs=40", *FAST], tmp_path)
+    assert m["test/acc"] > 0.8  # chance is ~0.36
+    assert 0.0 <= m["test/acc_macro"] <= 1.0 and len(m["test/acc_per_class"]) == 3
+    assert m["train/time_s"] > 0 and m["train/steps"] == 40 * 10
+
+
+def test_seed_makes_cpu_runs_repeatable(tmp_path):
+    runs = [run_cfg([*SMALL_YY, "model.epochs=5", "seed=7", *FAST], tmp_path / str(i)) for i in range(2)]
+    other = run_cfg([*SMALL_YY, "model.epochs=5", "seed=8", *FAST], tmp_path / "other")
+    for key in ("test/acc", "test/acc_per_class", "train/loss", "val/acc"):
+        assert runs[0][key] == runs[1][key]
+    assert runs[0]["train/loss"] != other["train/loss"]
+
+
+class _Crash(L.Callback):
+    """Kills training mid-epoch (after the checkpoint of the previous epoch was written)."""
+
+    def __init__(self, epoch: int, batch: int):
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            raise RuntimeError("simulated crash")
+
+
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
+    args = [*SMALL_YY, "model.epochs=6", "seed=3", "callbacks.progress_bar=none", "logger.csv=false"]
+    full = run_cfg(args, tmp_path / "full")
+
+    crashed_dir = tmp_path / "crashed"
+    cfg = compose_cfg(args, crashed_dir)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit_classifier(cfg, crashed_dir / "run", extra_callbacks=[_Crash(epoch=3, batch=4)])
+    last = crashed_dir / "run" / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+
+    resumed = run_cfg([*args, f"ckpt_path={last}"], tmp_path / "resumed")
+    for key in ("test/acc", "test/acc_macro", "test/acc_per_class", "train/loss", "val/acc", "train/steps"):
+        assert resumed[key] == full[key], key
+
+
+def test_missing_resume_checkpoint_is_a_clear_error(tmp_path):
+    from kaelab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no such checkpoint"):
+        run_cfg([*SMALL_YY, "ckpt_path=/nonexistent.ckpt", *FAST], tmp_path)
+
+
+def test_checkpoints_and_csv_log_are_written(tmp_path):
+    run_cfg([*SMALL_YY, "model.epochs=2", "callbacks.progress_bar=none"], tmp_path)
+    run = tmp_path / "run"
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "model.ckpt").is_file()
+    header = (run / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/loss" in header and "val/acc" in header and "test/acc" in header
