@@ -41,7 +41,7 @@ def build_classifier(cfg: DictConfig, dm: TensorDataModule) -> Classifier:
         raise ConfigError(f"model.net.out_dim={net['out_dim']} but the data has {dm.num_classes} classes")
     if net["in_dim"] != dm.in_dim:
         raise ConfigError(f"model.net.in_dim={net['in_dim']} but the data has {dm.in_dim} features")
-    return Classifier(net=net, optim=optim, num_classes=dm.num_classes)
+    return Classifier(net=net, optim=optim, num_classes=dm.num_classes, label_smoothing=cfg.model.label_smoothing)
 
 
 def fit_classifier(

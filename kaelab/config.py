@@ -45,6 +45,7 @@ class MNISTDataConfig:
     batch_size: int = 128
     eval_batch_size: int = 4096
     shuffle_seed: int = "${model.seed}"  # type: ignore[assignment]
+    augment_shift: int = 0  # random translations of training images by up to this many pixels
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -74,6 +75,7 @@ class ModelConfig:
     net: NetConfig = field(default_factory=NetConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     epochs: int = MISSING
+    label_smoothing: float = 0.0
     seed: int = "${seed}"  # type: ignore[assignment]  # base model's seed (KAE experiments fix it)
     checkpoint: Optional[str] = None  # use this trained base model instead of training one
 

@@ -80,3 +80,29 @@ def test_shuffled_batches_depend_only_on_seed_and_epoch():
     s.set_epoch(3)
     assert [b.tolist() for b in s] != first
     assert len(ShuffledBatches(10, 4, drop_last=True)) == 2
+
+
+def test_random_translate_shifts_within_bounds():
+    from kaelab.data.augment import random_translate
+
+    x = torch.full((50, 784), -1.0)
+    x[:, 14 * 28 + 14] = 5.0  # one bright pixel in the centre
+    out = random_translate(x, 28, 2, torch.Generator().manual_seed(0), fill=-1.0)
+    rows, cols = torch.div(out.argmax(1), 28, rounding_mode="floor"), out.argmax(1) % 28
+    assert (rows - 14).abs().max() <= 2 and (cols - 14).abs().max() <= 2
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 10  # independent offsets per image
+    assert torch.all((out == 5.0).sum(1) == 1) and torch.all((out == -1.0).sum(1) == 783)
+
+
+def test_augmentation_is_seeded_by_step_and_train_only(data_dir):
+    from types import SimpleNamespace
+
+    dm = MNISTDataModule(root=str(data_dir), download=False, augment_shift=2)
+    x, y = torch.randn(8, 784), torch.arange(8)
+    dm.trainer = SimpleNamespace(training=True, global_step=7)
+    a, b = dm.on_after_batch_transfer((x, y), 0)[0], dm.on_after_batch_transfer((x, y), 0)[0]
+    assert torch.equal(a, b) and not torch.equal(a, x)
+    dm.trainer = SimpleNamespace(training=True, global_step=8)
+    assert not torch.equal(dm.on_after_batch_transfer((x, y), 0)[0], a)
+    dm.trainer = SimpleNamespace(training=False, global_step=8)
+    assert torch.equal(dm.on_after_batch_transfer((x, y), 0)[0], x)

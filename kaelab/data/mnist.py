@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from kaelab.data.augment import random_translate
 from kaelab.data.tensor_data import TensorDataModule
 from kaelab.errors import ConfigError, DataNotFoundError
 
@@ -56,12 +57,28 @@ class MNISTDataModule(TensorDataModule):
         batch_size: int = 128,
         eval_batch_size: int = 4096,
         shuffle_seed: int = 0,
+        augment_shift: int = 0,
     ):
         super().__init__(batch_size, eval_batch_size, shuffle_seed)
+        self.augment_shift = augment_shift
         if not 0 <= val_size < 60000:
             raise ConfigError(f"data.val_size must be in [0, 60000), got {val_size}")
         self.root, self.download = root, download
         self.val_size, self.split_seed = val_size, split_seed
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Random translations of training batches (``augment_shift`` pixels, 0 = off).
+
+        The offsets are drawn from a generator seeded by (shuffle_seed, global step), so a resumed
+        run sees exactly the augmentations of an uninterrupted one.
+        """
+        trainer = self.trainer
+        if self.augment_shift and trainer is not None and trainer.training:
+            x, y = batch
+            g = torch.Generator().manual_seed(self.shuffle_seed * 1_000_003 + trainer.global_step)
+            background = (0.0 - MNIST_MEAN) / MNIST_STD
+            batch = (random_translate(x, 28, self.augment_shift, g, fill=background), y)
+        return batch
 
     def prepare_data(self) -> None:
         load_mnist(self.root, train=True, download=self.download)

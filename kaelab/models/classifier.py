@@ -25,11 +25,12 @@ def decay_param_groups(module: nn.Module, weight_decay: float) -> list[dict[str,
 class Classifier(L.LightningModule):
     """Trains ``build_net(net)``; test metrics land in ``self.test_results`` (accuracies in [0, 1])."""
 
-    def __init__(self, net: dict, optim: dict, num_classes: int):
+    def __init__(self, net: dict, optim: dict, num_classes: int, label_smoothing: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
         self.net = build_net(net)
         self.optim = dict(optim)
+        self.label_smoothing = label_smoothing
         self.num_classes = num_classes
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -44,7 +45,7 @@ class Classifier(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         logits = self.net(x)
-        loss = nn.functional.cross_entropy(logits, y)
+        loss = nn.functional.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         self.train_acc(logits, y)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
