@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import nn
 
 from kaelab.errors import ConfigError
+from kaelab.models.layered import LayeredNet
 from kaelab.models.resmlp import ResMLP
 
 
-class MLP(nn.Module):
+class MLP(LayeredNet):
     """``in_dim -> hidden[0] -> ... -> hidden[-1] -> out_dim``, ReLU after every hidden Linear.
 
     ``layers.{t}`` is Linear+ReLU number t, so the hidden states are the outputs of ``layers.*``.
@@ -30,20 +30,6 @@ class MLP(nn.Module):
 
     def stages(self) -> list[nn.Module]:
         return list(self.layers)
-
-    def forward_from(self, name: str, h: torch.Tensor) -> torch.Tensor:
-        """Logits from the representation ``h`` output by module ``name`` (the rest of the net)."""
-        names = self.representation_names()
-        if name not in names:
-            raise KeyError(f"{name!r} is not one of {names}")
-        for stage in self.stages()[names.index(name) + 1 :]:
-            h = stage(h)
-        return self.head(h)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return self.head(x)
 
 
 def build_net(cfg) -> nn.Module:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kaelab.models.layered import LayeredNet
+
 
 class ResBlock(nn.Module):
     def __init__(self, width: int):
@@ -25,7 +27,7 @@ class ResBlock(nn.Module):
         return torch.relu(x + self.bn2(self.fc2(h)))
 
 
-class ResMLP(nn.Module):
+class ResMLP(LayeredNet):
     """``in_dim -> width`` input layer, ``n_blocks`` residual blocks of ``width``, linear head."""
 
     def __init__(self, in_dim: int, width: int, n_blocks: int, out_dim: int):
@@ -39,24 +41,7 @@ class ResMLP(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def representation_names(self) -> list[str]:
-        """Named submodules whose outputs are the network's states through depth, in order."""
         return ["input_layer"] + [f"blocks.{i}" for i in range(len(self.blocks))]
 
     def stages(self) -> list[nn.Module]:
-        """The maps between consecutive states: state_{t+1} = stages()[t](state_t)."""
         return [self.input_layer, *self.blocks]
-
-    def forward_from(self, name: str, h: torch.Tensor) -> torch.Tensor:
-        """Logits from the representation ``h`` output by module ``name`` (the rest of the net)."""
-        names = self.representation_names()
-        if name not in names:
-            raise KeyError(f"{name!r} is not one of {names}")
-        for stage in self.stages()[names.index(name) + 1 :]:
-            h = stage(h)
-        return self.head(h)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.input_layer(x)
-        for block in self.blocks:
-            h = block(h)
-        return self.head(h)
