@@ -53,3 +53,16 @@ def test_bad_operator_settings():
         KoopmanOperator(4, k=0)
     with pytest.raises(ConfigError, match="g_init"):
         KoopmanOperator(4, k=2, init="nope")
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0, 30.0])
+def test_expm_float32_accuracy(scale):
+    g = torch.Generator().manual_seed(2)
+    a = torch.eye(200) + scale * torch.randn(200, 200, generator=g) / 200**0.5
+    ref = torch.linalg.matrix_exp(a.double())
+    assert ((expm(a).double() - ref).norm() / ref.norm()).item() < 1e-4
+
+
+def test_expm_huge_norm_fallback():
+    a = torch.tensor([[0.0, 1e9], [0.0, 0.0]], dtype=torch.float64)  # nilpotent: exp(a) = I + a
+    torch.testing.assert_close(expm(a), torch.eye(2, dtype=torch.float64) + a)
