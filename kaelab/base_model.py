@@ -81,7 +81,14 @@ def train_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     The finished model is also registered in the artifact cache, so a KAE or DMD stage with the
     same data + model config reuses it instead of training again.
     """
-    module, dm, trainer, metrics = fit_classifier(cfg, run_dir, ckpt_path=cfg.ckpt_path)
+    callbacks = []
+    if cfg.dmd is not None:  # `+dmd=...` on a training run: the DMD study runs when the fit ends
+        from kaelab.dmd.callback import DMDReplacement
+
+        callbacks.append(DMDReplacement(cfg.dmd, out_dir=run_dir / "dmd"))
+    module, dm, trainer, metrics = fit_classifier(cfg, run_dir, ckpt_path=cfg.ckpt_path, extra_callbacks=callbacks)
+    for cb in callbacks:
+        metrics.update(cb.metrics)
     if not cfg.trainer.fast_dev_run:
         trainer.save_checkpoint(run_dir / "model.ckpt")
 

@@ -16,10 +16,11 @@ from typing import Optional
 class ScalingConfig:
     """The paper's "layer scaling" of a plain MLP (used when the base net is not residual).
 
-    ``n_layers`` new square Linear+ReLU layers (width = input width of ``layer``) are inserted in
-    front of the frozen hidden layer ``model.layers[layer]`` and trained with a Huber loss so that
-    that layer's output (the downstream activation) matches the original network's. Each sample then
-    has ``n_layers + 2`` states: the layer's input, the n new states, and the layer's output.
+    ``n_layers`` new Linear+ReLU layers (square, width = input width of ``layer``, unless ``width``
+    is set) are inserted in front of the frozen hidden layer ``model.layers[layer]`` and trained with
+    a Huber loss so that that layer's output (the downstream activation) matches the original
+    network's. Each sample then has ``n_layers + 2`` states: the layer's input, the n new states,
+    and the layer's output.
     ``n_layers: 0`` skips scaling: the trajectory is then the original hidden layers themselves.
     """
 
@@ -29,15 +30,17 @@ class ScalingConfig:
     # the first maps the input width up, the last back down
     width: Optional[int] = None
     epochs: int = 30
+    n_train: int = 0  # training samples the new layers are fitted on (random subset; 0 = all)
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.0
     huber_delta: float = 1.0
     # kaelab's addition (0 = the paper's scaling): weight of a delay-linearity loss, the relative
-    # error of a learnable linear delay rollout (linear_h delays) along the scaled trajectory
+    # error of the batch's least-squares delay operator (linear_h delays) rolled out along the
+    # scaled trajectory (kaelab/dmd/layer_scaling.py: delay_linearity_error)
     linear_weight: float = 0.0
     linear_h: int = "${..h}"  # type: ignore[assignment]
-    linear_fit: str = "lstsq"  # lstsq: the batch's least-squares delay operator | learned: a parameter
+    linear_warmup: float = 0.25  # fraction of the epochs over which the linearity weight ramps up from 0
     init: str = "kaiming"  # kaiming (as the authors' code) | identity (W = I + noise, b = 0)
     init_noise: float = 0.05  # std of the noise added to the identity init
     seed: int = "${seed}"  # type: ignore[assignment]
@@ -55,7 +58,7 @@ class GridConfig:
 @dataclass
 class DMDConfig:
     h: int = 2  # number of delays: the delay window holds h + 1 consecutive states
-    rank: int = 10  # SVD truncation rank (PyDMD svd_rank): > 0 fixed, 0 optimal hard threshold, -1 full
+    rank: int = -1  # SVD truncation rank (PyDMD svd_rank): > 0 fixed, -1 the numerical rank of X
     # replaced span [a, b] as state indices (negative counts from the end); null = the whole trajectory
     span: Optional[list[int]] = None
     tikhonov: Optional[float] = None  # PyDMD's tikhonov_regularization of the reduced operator
@@ -66,7 +69,7 @@ class DMDConfig:
     select: str = "none"  # none | val
     grid: GridConfig = field(default_factory=GridConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
-    dtype: str = "float32"  # float32 | float64: dtype of the hybrid's operator in torch
+    dtype: str = "float32"  # float32 | float64: dtype of the hybrid's operator in torch (fits are float64)
     eval_batch_size: int = 4096
     figures: bool = True
     boundary_resolution: int = 200  # Yin-Yang decision-boundary grid points per axis

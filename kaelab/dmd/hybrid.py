@@ -1,0 +1,72 @@
+"""The hybrid network: true layers, then the DMD operator over the replaced span, then true layers.
+
+For a span ``[a, b]`` of a DepthTrajectory and ``h`` delays (Koopman layers paper, Sec. 3):
+
+1. the true network computes ``s_0 .. s_a`` and the seed window ``s_a .. s_{a+h}`` (h + 1 states);
+2. the operator predicts ``s_{a+h+1} .. s_b`` from the delay vector of the seed window, so it
+   carries ``b - a - h`` transitions ("layers replaced"); for inference the steps are composed once
+   into one matrix (``DelayOperator.propagator``), ``predicted_states`` steps them one by one;
+3. the predicted ``s_b`` (its first ``width_b`` coordinates) goes through the true stages
+   ``b .. T-1`` and the head.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kaelab.dmd.delay import check_delay
+from kaelab.dmd.operator import DelayOperator
+from kaelab.dmd.trajectory import DepthTrajectory
+from kaelab.errors import ConfigError
+
+
+def resolve_span(span, n_states: int) -> tuple[int, int]:
+    """``[a, b]`` state indices (negative from the end; None = whole trajectory), validated."""
+    if span is None:
+        return 0, n_states - 1
+    if len(span) != 2:
+        raise ConfigError(f"dmd.span must be [first_state, last_state], got {list(span)}")
+    a, b = (int(i) + n_states if int(i) < 0 else int(i) for i in span)
+    if not 0 <= a < b < n_states:
+        raise ConfigError(
+            f"dmd.span={list(span)} is not a span of this trajectory's {n_states} states (0..{n_states - 1})"
+        )
+    return a, b
+
+
+class HybridNet(nn.Module):
+    def __init__(self, traj: DepthTrajectory, operator: DelayOperator, span: tuple[int, int], rollout: str):
+        super().__init__()
+        a, b = span
+        check_delay(operator.h, b - a + 1)
+        if operator.state_dim != max(traj.widths[a : b + 1]):
+            raise ValueError("operator state width does not match the span's widest state")
+        self.traj, self.operator = traj, operator
+        self.a, self.b, self.h, self.rollout = a, b, operator.h, rollout
+        # z_{a+h} -> s_b over the whole replaced span, built once (DelayOperator.propagator)
+        self.register_buffer("P", operator.propagator(self.layers_replaced, rollout))
+
+    @property
+    def layers_replaced(self) -> int:
+        return self.b - self.a - self.h
+
+    def seed_window(self, x: torch.Tensor) -> torch.Tensor:
+        """Delay vector of the true states ``s_a .. s_{a+h}``, each zero-padded, oldest first."""
+        s = self.traj.run(self.traj.prefix(x), 0, self.a)
+        d = self.operator.state_dim
+        window = []
+        for t in range(self.a, self.a + self.h + 1):
+            if t > self.a:
+                s = self.traj.stages[t - 1](s)
+            window.append(nn.functional.pad(s, (0, d - s.shape[-1])))
+        return torch.cat(window, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.seed_window(x)
+        s_b = (z.to(self.P.dtype) @ self.P)[:, : self.traj.widths[self.b]].to(x.dtype)
+        return self.traj.head(self.traj.run(s_b, self.b, len(self.traj.stages)))
+
+    def predicted_states(self, x: torch.Tensor) -> torch.Tensor:
+        """The operator's ``s_{a+h+1} .. s_b``, ``[B, b - a - h, D]`` (for error diagnostics)."""
+        return self.operator.rollout(self.seed_window(x), self.layers_replaced, self.rollout, all_states=True)

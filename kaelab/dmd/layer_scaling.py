@@ -1,0 +1,205 @@
+"""The Koopman layers paper's "layer scaling" of a trained plain MLP (Sec. 3, "scaling").
+
+The trained network is frozen; ``n`` new Linear+ReLU layers (square, width = input width of hidden
+layer ``k``, as in the paper; optionally wider inside) are inserted in front of ``layers[k]`` and
+trained with a Huber loss so that the output of ``layers[k]`` (the downstream activation) is the
+same as in the original network:
+
+    original:  s_0 = layers[:k](x)            -> layers[k](s_0)
+    scaled:    s_0 -> new_1 -> ... -> new_n   -> layers[k](s_n)      (n + 2 states)
+
+This follows the authors' code (``ScaledModel``: new layers of ``in_features`` width in front of
+the frozen ``features[index]``, Huber loss with delta 1 on its output, AdamW); the n + 2 states
+are then one trajectory through depth per sample for the DMD. kaelab adds, as options: wider new
+layers (``width``), a delay-linearity loss (``linear_weight``, see ``train_scaling``), and always
+redraws units that are dead at init (``revive_dead_units``).
+
+The training loop is plain torch, not a Lightning Trainer, because it also runs inside the
+``on_fit_end`` hook of another Trainer (kaelab/dmd/callback.py), which a nested Trainer would
+re-enter; the data are in-memory tensors, so the loop is a few lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from kaelab.errors import ConfigError
+from kaelab.models import MLP
+from kaelab.schedules import triangular_lr
+
+log = logging.getLogger(__name__)
+
+INITS = ("kaiming", "identity")
+
+
+def check_scaling(net: MLP, layer: int, n_layers: int) -> None:
+    if not 0 <= layer < len(net.layers):
+        raise ConfigError(
+            f"dmd.scaling.layer={layer} is not a hidden layer of this MLP (valid: 0..{len(net.layers) - 1})"
+        )
+    if n_layers < 0:
+        raise ConfigError(f"dmd.scaling.n_layers must be >= 0, got {n_layers}")
+
+
+def new_layers(
+    in_width: int, n: int, width: int | None = None, init: str = "kaiming", noise: float = 0.05, seed: int = 0
+) -> nn.Sequential:
+    """``n`` Linear+ReLU layers mapping ``in_width`` back to ``in_width``, through ``width`` (default:
+    ``in_width``, square layers as in the paper; wider ones lift the trajectory into more dimensions).
+
+    Init: Kaiming-normal weights with bias 0.01 as the authors' code, or ``identity``: W = I + noise
+    (a near-identity map of the nonnegative input), b = 0.
+    """
+    if init not in INITS:
+        raise ConfigError(f"dmd.scaling.init must be one of {INITS}, got {init!r}")
+    width = width or in_width
+    dims = [in_width] + [width] * (n - 1) + [in_width]
+    g = torch.Generator().manual_seed(seed)
+    layers = []
+    for a, b in zip(dims[:-1], dims[1:], strict=True):
+        lin = nn.Linear(a, b)
+        with torch.no_grad():
+            if init == "kaiming":
+                lin.weight.normal_(0.0, (2.0 / a) ** 0.5, generator=g)
+                lin.bias.fill_(0.01)
+            else:
+                lin.weight.copy_(torch.eye(b, a) + noise / a**0.5 * torch.randn(b, a, generator=g))
+                lin.bias.zero_()
+        layers.append(nn.Sequential(lin, nn.ReLU()))
+    return nn.Sequential(*layers)
+
+
+@torch.no_grad()
+def revive_dead_units(layers: nn.Sequential, x: torch.Tensor, seed: int = 0, tries: int = 20) -> int:
+    """Redraw (Kaiming) the rows of units that are zero on every sample of ``x``, layer by layer.
+
+    A unit dead at init never gets a gradient; in a deep narrow ReLU chain one dead unit in the last
+    new layer starves the frozen layer of an input for good (seen with about 1 seed in 3 on
+    Yin-Yang). Returns the number of redrawn units.
+    """
+    g = torch.Generator().manual_seed(seed + 1)
+    redrawn = 0
+    for layer in layers:
+        lin = layer[0]
+        for _ in range(tries):
+            dead = (layer(x) <= 0).all(0)
+            if not dead.any():
+                break
+            k = int(dead.sum())
+            lin.weight[dead] = torch.randn(k, lin.in_features, generator=g) * (2.0 / lin.in_features) ** 0.5
+            lin.bias[dead] = 0.01
+            redrawn += k
+        x = layer(x)
+    return redrawn
+
+
+def delay_linearity_error(S: torch.Tensor, h: int, ridge: float = 1e-4) -> torch.Tensor:
+    """How far a batch of trajectories ``S = [B, T+1, D]`` is from linear delay dynamics.
+
+    Fits the newest-state predictor ``s_{t+1} = M [s_{t-h}, ..., s_t]`` by ridge least squares on
+    the batch's paired delay snapshots (what the full-rank DMD fitted afterwards computes; written
+    out here because the gradient must flow through the solve into the trajectories), rolls it out
+    from the true seed window ``s_0 .. s_h`` and returns the relative squared error averaged over the
+    predicted states, plus that of the last state alone (the one the rest of the network reads).
+    """
+    steps, d = S.shape[1], S.shape[2]
+    X = torch.stack([S[:, t - h - 1 : t].flatten(1) for t in range(h + 1, steps)], 1).flatten(0, 1)
+    Y = S[:, h + 1 :].flatten(0, 1)
+    G = X.T @ X
+    reg = ridge * G.diagonal().mean().clamp_min(1e-12)
+    Mt = torch.linalg.solve(G + reg * torch.eye(len(G), dtype=G.dtype), X.T @ Y)
+    z, err = S[:, : h + 1].flatten(1), S.new_zeros(())
+    for t in range(h + 1, steps):
+        s = z @ Mt
+        err = err + (s - S[:, t]).pow(2).sum() / S[:, t].pow(2).sum().clamp_min(1e-12)
+        z = torch.cat([z[:, d:], s], dim=1)
+    last = (s - S[:, -1]).pow(2).sum() / S[:, -1].pow(2).sum().clamp_min(1e-12)
+    return err / (steps - h - 1) + last
+
+
+def train_scaling(
+    net: MLP, x_train: torch.Tensor, cfg: Any, log_every: int = 0
+) -> tuple[nn.Sequential, dict[str, float]]:
+    """Train the new layers of ``cfg`` (a ScalingConfig) in front of frozen ``net.layers[cfg.layer]``.
+
+    Loss: Huber between the frozen layer's output through the new layers and in the original net
+    (the paper). With ``cfg.linear_weight > 0`` (kaelab's addition) it adds that weight (ramped up
+    over ``cfg.linear_warmup`` of the epochs) times ``delay_linearity_error`` of the whole
+    zero-padded trajectory s_0 .. s_{n+1} with ``cfg.linear_h`` delays: the new layers then learn a
+    trajectory that linear delay dynamics continue, which the DMD fitted afterwards (by PyDMD, on
+    the true trajectories, as always) carries over many layers.
+    """
+    check_scaling(net, cfg.layer, cfg.n_layers)
+    target_layer = net.layers[cfg.layer]
+    width = target_layer[0].in_features
+    dim = max(width, target_layer[0].out_features, cfg.width or 0)
+    layers = new_layers(width, cfg.n_layers, cfg.width, cfg.init, cfg.init_noise, seed=int(cfg.seed))
+    linear = cfg.linear_weight > 0
+    if linear and not 0 <= cfg.linear_h <= cfg.n_layers:
+        raise ConfigError(f"dmd.scaling.linear_h={cfg.linear_h} must be in 0..n_layers={cfg.n_layers}")
+    frozen = [p.requires_grad for p in net.parameters()]
+    was_training = net.training
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    if 0 < cfg.n_train < len(x_train):
+        g = torch.Generator().manual_seed(int(cfg.seed))
+        x_train = x_train[torch.randperm(len(x_train), generator=g)[: cfg.n_train]]
+    try:
+        with torch.no_grad():
+            prefix = nn.Sequential(*net.layers[: cfg.layer])
+            s0 = torch.cat([prefix(xb) for xb in x_train.split(8192)])
+            target = torch.cat([target_layer(sb) for sb in s0.split(8192)])
+        revived = revive_dead_units(layers, s0[:4096], seed=int(cfg.seed))
+        t0 = time.perf_counter()
+        opt = torch.optim.AdamW(layers.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        steps_per_epoch = -(-len(s0) // cfg.batch_size)
+        sched = triangular_lr(opt, max(1, cfg.epochs * steps_per_epoch), warmup_frac=0.1)
+        loss_fn = nn.HuberLoss(delta=cfg.huber_delta)
+        g = torch.Generator().manual_seed(int(cfg.seed))
+        layers.train()
+        for epoch in range(cfg.epochs):
+            # the linearity weight ramps up linearly over the first `linear_warmup` of the epochs, so
+            # that the layers first reproduce the downstream activation (else they can collapse)
+            ramp = min(1.0, epoch / max(1.0, cfg.linear_warmup * cfg.epochs))
+            sums = torch.zeros(2)
+            for idx in torch.randperm(len(s0), generator=g).split(cfg.batch_size):
+                states = [s0[idx]]
+                for layer in layers:
+                    states.append(layer(states[-1]))
+                out = target_layer(states[-1])
+                huber = loss_fn(out, target[idx])
+                loss, lin = huber, torch.zeros(())
+                if linear:
+                    S = torch.stack([nn.functional.pad(s, (0, dim - s.shape[1])) for s in [*states, out]], 1)
+                    lin = delay_linearity_error(S, int(cfg.linear_h))
+                    loss = huber + ramp * cfg.linear_weight * lin
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                sums += torch.stack([huber.detach(), lin.detach()]) * len(idx)
+            if log_every and (epoch + 1) % log_every == 0:
+                log.info("scaling epoch %d/%d: huber %.3e, linearity %.3e", epoch + 1, cfg.epochs,
+                         *(sums / len(s0)).tolist())
+        layers.eval()
+        huber_mean, lin_mean = (sums / len(s0)).tolist()
+        info = {
+            "scaling/train_huber": huber_mean,
+            "scaling/time_s": time.perf_counter() - t0,
+            "scaling/revived_units": revived,
+        }
+        if linear:
+            info["scaling/train_linearity_err"] = lin_mean
+    finally:
+        for p, req in zip(net.parameters(), frozen, strict=True):
+            p.requires_grad_(req)
+        net.train(was_training)
+    for p in layers.parameters():
+        p.requires_grad_(False)
+    return layers, info

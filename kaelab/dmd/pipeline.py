@@ -1,0 +1,37 @@
+"""``task=dmd``: DMD layer replacement on the (cached or given) base model (Koopman layers paper)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from kaelab.base_model import base_model
+from kaelab.dmd.callback import DMDReplacement, smoke_config
+from kaelab.dmd.study import expected_states, grid_points
+from kaelab.errors import ConfigError
+from kaelab.training import build_loggers
+
+log = logging.getLogger(__name__)
+
+
+def dmd_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Get the base model (``model.checkpoint``, the artifact cache, or trained now) and run
+    ``DMDReplacement`` on it; its layer scaling is cached next to the base model. With
+    ``trainer.fast_dev_run`` the stage shrinks to a smoke test (``smoke_config``)."""
+    if cfg.dmd is None:
+        raise ConfigError("task=dmd needs a dmd config: add +dmd=default or use +experiment=yinyang_dmd")
+    replacement = DMDReplacement(cfg.dmd)
+    if cfg.trainer.fast_dev_run:
+        replacement.cfg = smoke_config(replacement.cfg)
+    grid_points(replacement.cfg, expected_states(cfg.model.net, replacement.cfg))  # fail before training
+    bm = base_model(cfg, run_dir / "base_model")
+    replacement.cache_dir, replacement.cache_key = cfg.paths.cache_dir, bm.key
+    loggers = build_loggers(cfg, run_dir, cfg.name)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=False))
+    metrics = replacement.run(bm.module, bm.datamodule, run_dir, loggers=loggers)
+    metrics["dmd/base_model_key"] = bm.key
+    return metrics

@@ -1,0 +1,203 @@
+"""One DMD layer-replacement study: trajectories -> DMD fits over (h, rank, span) -> hybrid accuracies.
+
+Used by the ``DMDReplacement`` callback (kaelab/dmd/callback.py), which adds figures and logging.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kaelab.dmd.delay import check_delay, pad_states, paired_snapshots
+from kaelab.dmd.hybrid import HybridNet, resolve_span
+from kaelab.dmd.layer_scaling import check_scaling
+from kaelab.dmd.operator import ROLLOUTS, DMDFit, fit_delay_dmd, resolve_rank, singular_values
+from kaelab.dmd.trajectory import DepthTrajectory, mlp_trajectory, resmlp_trajectory, scaled_mlp_trajectory
+from kaelab.errors import ConfigError
+from kaelab.models import MLP, ResMLP
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+SELECTS = ("none", "val")
+
+
+def expected_states(net_cfg: Any, cfg: Any) -> int:
+    """Number of states T + 1 from the ``model.net`` config alone (to validate before training)."""
+    if net_cfg.arch == "resmlp":
+        return int(net_cfg.n_blocks) + 1
+    if net_cfg.arch == "mlp":
+        n_hidden, sc = len(net_cfg.hidden), cfg.scaling
+        if not 0 <= sc.layer < n_hidden:
+            raise ConfigError(
+                f"dmd.scaling.layer={sc.layer} is not a hidden layer of this MLP (valid: 0..{n_hidden - 1})"
+            )
+        return sc.n_layers + 2 if sc.n_layers > 0 else n_hidden + 1
+    raise ConfigError(f"DMD replacement supports model.net.arch resmlp or mlp, not {net_cfg.arch!r}")
+
+
+def n_trajectory_states(net: nn.Module, cfg: Any) -> int:
+    """Number of states T + 1 of ``net``'s trajectory under ``cfg`` (known before any training)."""
+    if isinstance(net, ResMLP):
+        return len(net.blocks) + 1
+    if isinstance(net, MLP):
+        sc = cfg.scaling
+        check_scaling(net, sc.layer, sc.n_layers)
+        return sc.n_layers + 2 if sc.n_layers > 0 else len(net.layers) + 1
+    raise ConfigError(f"DMD replacement supports ResMLP and MLP networks, not {type(net).__name__}")
+
+
+def build_trajectory(net: nn.Module, cfg: Any, scaled_layers: nn.Sequential | None = None) -> DepthTrajectory:
+    """The network's trajectory through depth; a plain MLP with ``scaling.n_layers > 0`` needs its
+    trained new layers (kaelab/dmd/layer_scaling.py)."""
+    if isinstance(net, ResMLP):
+        return resmlp_trajectory(net)
+    if isinstance(net, MLP):
+        sc = cfg.scaling
+        if sc.n_layers == 0:
+            return mlp_trajectory(net)
+        if scaled_layers is None or len(scaled_layers) != sc.n_layers:
+            raise ValueError(f"the scaled MLP needs its {sc.n_layers} trained new layers")
+        return scaled_mlp_trajectory(net, sc.layer, list(scaled_layers))
+    raise ConfigError(f"DMD replacement supports ResMLP and MLP networks, not {type(net).__name__}")
+
+
+@torch.no_grad()
+def collect_states(traj: DepthTrajectory, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Trajectories ``[N, T + 1, D]`` (zero-padded to the widest state) of inputs ``x``."""
+    return torch.cat([pad_states(traj.states(xb), traj.state_dim) for xb in x.split(batch_size)])
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    return torch.cat([model(xb) for xb in x.split(batch_size)])
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> float:
+    return (predict(model, x, batch_size).argmax(1) == y).float().mean().item()
+
+
+@torch.no_grad()
+def state_rel_error(hybrid: HybridNet, x: torch.Tensor, batch_size: int = 4096) -> float:
+    """Relative error ||s_b_pred - s_b|| / ||s_b|| of the operator's last state on inputs ``x``."""
+    traj, num, den = hybrid.traj, 0.0, 0.0
+    for xb in x.split(batch_size):
+        true = traj.run(traj.prefix(xb), 0, hybrid.b)
+        pred = (hybrid.seed_window(xb).to(hybrid.P.dtype) @ hybrid.P)[:, : true.shape[1]].to(true.dtype)
+        num += (pred - true).pow(2).sum().item()
+        den += true.pow(2).sum().item()
+    return (num / max(den, 1e-30)) ** 0.5
+
+
+@dataclass
+class GridPoint:
+    h: int
+    rank: int
+    span: tuple[int, int]
+
+
+@dataclass
+class PointResult:
+    point: GridPoint
+    fit: DMDFit
+    hybrid: HybridNet
+    row: dict[str, Any]
+
+
+def grid_points(cfg: Any, n_states: int) -> tuple[GridPoint, list[GridPoint]]:
+    """The main point (validated: raises ConfigError) and the grid (invalid combinations dropped)."""
+    if cfg.rollout not in ROLLOUTS:
+        raise ConfigError(f"dmd.rollout must be one of {ROLLOUTS}, got {cfg.rollout!r}")
+    if cfg.select not in SELECTS:
+        raise ConfigError(f"dmd.select must be one of {SELECTS}, got {cfg.select!r}")
+    if cfg.dtype not in DTYPES:
+        raise ConfigError(f"dmd.dtype must be one of {tuple(DTYPES)}, got {cfg.dtype!r}")
+    span = resolve_span(cfg.span, n_states)
+    check_delay(cfg.h, span[1] - span[0] + 1)
+    if cfg.rank == 0 or cfg.rank < -1:
+        raise ConfigError(f"dmd.rank must be a positive int or -1 (numerical rank), got {cfg.rank}")
+    main = GridPoint(int(cfg.h), int(cfg.rank), span)
+    hs = list(cfg.grid.h) or [main.h]
+    ranks = list(cfg.grid.rank) or [main.rank]
+    spans = [resolve_span(s, n_states) for s in cfg.grid.span] or [main.span]
+    points = [main]
+    for h, r, s in itertools.product(hs, ranks, spans):
+        p = GridPoint(int(h), int(r), s)
+        if p not in points and 0 <= p.h <= s[1] - s[0] - 1 and (p.rank > 0 or p.rank == -1):
+            points.append(p)
+    return main, points
+
+
+def evaluate_point(
+    traj: DepthTrajectory,
+    S_train: torch.Tensor,
+    point: GridPoint,
+    cfg: Any,
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    svals: np.ndarray | None = None,
+) -> PointResult:
+    """Fit the DMD of one (h, rank, span) on training trajectories and score its hybrid per split."""
+    a, b = point.span
+    width = max(traj.widths[a : b + 1])
+    S = S_train[:, a : b + 1, :width]
+    fit = fit_delay_dmd(S, point.h, point.rank, DTYPES[cfg.dtype], cfg.tikhonov, svals)
+    hybrid = HybridNet(traj, fit.operator, point.span, cfg.rollout).eval()
+    row: dict[str, Any] = {
+        "h": point.h,
+        "rank": point.rank,
+        "rank_used": fit.operator.rank,
+        "span_start": a,
+        "span_end": b,
+        "span_transitions": b - a,
+        "layers_replaced": hybrid.layers_replaced,
+        "fit_time_s": round(fit.fit_time_s, 4),
+        "spectral_radius": round(fit.operator.spectral_radius(), 5),
+    }
+    for split, (x, y) in splits.items():
+        row[f"{split}_acc"] = accuracy(hybrid, x, y, cfg.eval_batch_size)
+    if "test" in splits:
+        row["test_state_rel_err"] = state_rel_error(hybrid, splits["test"][0], cfg.eval_batch_size)
+    log.info("dmd grid: %s", row)
+    return PointResult(point, fit, hybrid, row)
+
+
+def run_grid(
+    traj: DepthTrajectory,
+    S_train: torch.Tensor,
+    points: list[GridPoint],
+    cfg: Any,
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+) -> list[PointResult]:
+    """``evaluate_point`` for every grid point; a point whose rank resolves to one already fitted for
+    the same (h, span) (e.g. rank 64 and -1 when X has numerical rank 40) reuses that fit."""
+    done: dict[tuple, PointResult] = {}
+    svals: dict[tuple, np.ndarray] = {}
+    results = []
+    for p in points:
+        a, b = p.span
+        width = max(traj.widths[a : b + 1])
+        if (p.h, p.span) not in svals:
+            X, _ = paired_snapshots(S_train[:, a : b + 1, :width].double(), p.h)
+            svals[p.h, p.span] = singular_values(X)
+        key = (p.h, p.span, resolve_rank(p.rank, svals[p.h, p.span]))
+        if key in done:
+            prev = done[key]
+            results.append(PointResult(p, prev.fit, prev.hybrid, {**prev.row, "rank": p.rank}))
+            continue
+        done[key] = evaluate_point(traj, S_train, p, cfg, splits, svals[p.h, p.span])
+        results.append(done[key])
+    return results
+
+
+def select_result(results: list[PointResult], main: GridPoint, select: str) -> PointResult:
+    """The reported point: the configured one, or the best by validation accuracy (ties: more layers
+    carried, then smaller rank) - never chosen by test accuracy."""
+    if select == "none":
+        return next(r for r in results if r.point == main)
+    return max(results, key=lambda r: (r.row["val_acc"], r.row["layers_replaced"], -r.row["rank_used"]))
