@@ -31,8 +31,9 @@ test: setup  ## the fast test suite
 test-slow: setup  ## the long tests (real training to paper-level numbers)
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
-lint: setup  ## ruff
+lint: setup  ## ruff lint + format check
 	$(PY) -m ruff check kaelab tests scripts
+	$(PY) -m ruff format --check kaelab tests scripts
 
 bench: setup  ## benchmarks -> outputs/bench/*.json
 	$(PY) scripts/bench.py $(ARGS)

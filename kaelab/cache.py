@@ -52,9 +52,7 @@ class ArtifactCache:
     def exists(self, stage: str, key: str) -> bool:
         return self.path(stage, key).is_dir()
 
-    def get_or_build(
-        self, stage: str, key: str, build: Callable[[Path], None], manifest: dict | None = None
-    ) -> Path:
+    def get_or_build(self, stage: str, key: str, build: Callable[[Path], None], manifest: dict | None = None) -> Path:
         """Return the artifact directory, building it with ``build(tmp_dir)`` if it is missing."""
         final = self.path(stage, key)
         if final.is_dir():

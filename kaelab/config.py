@@ -215,7 +215,9 @@ def check_schema(cfg: Any, path: str = "") -> None:
             known = {f.name for f in dataclasses.fields(schema)}
             for key in cfg.keys():
                 if key not in known:
-                    raise ConfigError(f"unknown config key {path}{key} (not in {schema.__name__}: {', '.join(sorted(known))})")
+                    raise ConfigError(
+                        f"unknown config key {path}{key} (not in {schema.__name__}: {', '.join(sorted(known))})"
+                    )
         for key in cfg.keys():
             if key != "hydra":
                 check_schema(cfg._get_node(key), f"{path}{key}.")

@@ -81,8 +81,15 @@ def bench_classifier(name: str, net_cfg: dict, in_dim: int, classes: int, batch:
     timer = StepTimer()
     module = Classifier(net_cfg, optim, classes)
     dm = InMemoryDataModule({"train": (x, y)}, batch_size=batch)
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[timer], limit_val_batches=0)
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        limit_val_batches=0,
+    )
     trainer.fit(module, datamodule=dm)
     step_lightning = timer.dt
 
@@ -173,13 +180,37 @@ def main(argv=None) -> dict:
     out.update(matmul_probe((256,) if args.quick else (512, 1024, 2048)))
     probe = out["matmul_flops"]
     if "base" not in args.skip:
-        out.update(bench_classifier("resmlp_mnist", dict(arch="resmlp", in_dim=784, width=784, n_blocks=4, out_dim=10),
-                                    784, 10, batch=128, steps=steps + 6, probe=probe))
-        out.update(bench_classifier("resmlp_yinyang", dict(arch="resmlp", in_dim=2, width=10, n_blocks=5, out_dim=3),
-                                    2, 3, batch=512, steps=steps * 5 + 6, probe=probe))
+        out.update(
+            bench_classifier(
+                "resmlp_mnist",
+                dict(arch="resmlp", in_dim=784, width=784, n_blocks=4, out_dim=10),
+                784,
+                10,
+                batch=128,
+                steps=steps + 6,
+                probe=probe,
+            )
+        )
+        out.update(
+            bench_classifier(
+                "resmlp_yinyang",
+                dict(arch="resmlp", in_dim=2, width=10, n_blocks=5, out_dim=3),
+                2,
+                3,
+                batch=512,
+                steps=steps * 5 + 6,
+                probe=probe,
+            )
+        )
     if "kae" not in args.skip:
-        out.update(bench_kae(batch=64 if args.quick else 512, steps=3 if args.quick else 8, probe=probe,
-                             **(dict(dim=64, hidden=80, latent=64) if args.quick else {})))
+        out.update(
+            bench_kae(
+                batch=64 if args.quick else 512,
+                steps=3 if args.quick else 8,
+                probe=probe,
+                **(dict(dim=64, hidden=80, latent=64) if args.quick else {}),
+            )
+        )
     if "dmd" not in args.skip:
         from bench_dmd import bench_dmd
 

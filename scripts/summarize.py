@@ -17,8 +17,19 @@ from pathlib import Path
 
 import yaml
 
-DEFAULT_KEYS = ["base/test_acc", "base/test_acc_macro", "kae/test_acc", "kae/test_acc_macro", "kae/agreement",
-                "kae/state_fvu", "kae/train_acc", "test/acc", "test/acc_macro", "dmd/test_acc", "dmd/base_test_acc"]
+DEFAULT_KEYS = [
+    "base/test_acc",
+    "base/test_acc_macro",
+    "kae/test_acc",
+    "kae/test_acc_macro",
+    "kae/agreement",
+    "kae/state_fvu",
+    "kae/train_acc",
+    "test/acc",
+    "test/acc_macro",
+    "dmd/test_acc",
+    "dmd/base_test_acc",
+]
 
 
 def job_overrides(job_dir: Path) -> dict[str, str]:
@@ -42,8 +53,12 @@ def summarize(sweep_dir: Path, keys: list[str], by: str | None = None) -> dict:
         for key in keys:
             values = [j[key] for j in jobs if isinstance(j.get(key), (int, float))]
             if values:
-                stats[key] = {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-                              "min": min(values), "max": max(values)}
+                stats[key] = {
+                    "mean": statistics.fmean(values),
+                    "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+                    "min": min(values),
+                    "max": max(values),
+                }
         out[group] = stats
     return out
 
@@ -62,7 +77,8 @@ def main() -> None:
             if key == "n":
                 continue
             pct = 100 if ("acc" in key or "agreement" in key) else 1
-            print(f"  {key:22s} {pct * s['mean']:8.3f} ({pct * s['sd']:.3f})  range [{pct * s['min']:.3f}, {pct * s['max']:.3f}]")
+            lo, hi = pct * s["min"], pct * s["max"]
+            print(f"  {key:22s} {pct * s['mean']:8.3f} ({pct * s['sd']:.3f})  range [{lo:.3f}, {hi:.3f}]")
 
 
 if __name__ == "__main__":

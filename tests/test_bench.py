@@ -15,7 +15,13 @@ def test_bench_quick_writes_all_sections(tmp_path, monkeypatch):
     bench.main(["--quick", "--out", str(out)])
     result = json.loads(out.read_text())
     assert result["matmul_flops"] > 0
-    for key in ("resmlp_mnist/samples_per_s", "resmlp_mnist/framework_overhead", "resmlp_yinyang/flops",
-                "kae_mnist/expm_fwd_bwd_s", "kae_mnist/network_s", "kae_mnist/expm_speedup_vs_torch"):
+    for key in (
+        "resmlp_mnist/samples_per_s",
+        "resmlp_mnist/framework_overhead",
+        "resmlp_yinyang/flops",
+        "kae_mnist/expm_fwd_bwd_s",
+        "kae_mnist/network_s",
+        "kae_mnist/expm_speedup_vs_torch",
+    ):
         assert result[key] > 0 or key.endswith("overhead"), key
     assert any(k.startswith("dmd/") for k in result)

@@ -90,7 +90,7 @@ def test_random_translate_shifts_within_bounds():
     out = random_translate(x, 28, 2, torch.Generator().manual_seed(0), fill=-1.0)
     rows, cols = torch.div(out.argmax(1), 28, rounding_mode="floor"), out.argmax(1) % 28
     assert (rows - 14).abs().max() <= 2 and (cols - 14).abs().max() <= 2
-    assert len(set(zip(rows.tolist(), cols.tolist()))) > 10  # independent offsets per image
+    assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) > 10  # independent offsets per image
     assert torch.all((out == 5.0).sum(1) == 1) and torch.all((out == -1.0).sum(1) == 783)
 
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
-from conftest import FAST, compose_cfg, run_cfg, run_cli
 from torch import nn
 
+from conftest import FAST, compose_cfg, run_cfg, run_cli
 from kaelab.dmd.callback import DMDReplacement, as_dmd_config
 from kaelab.dmd.delay import check_delay, delay_embed, pad_states, paired_snapshots
 from kaelab.dmd.hybrid import HybridNet, resolve_span

@@ -6,9 +6,21 @@ from conftest import FAST, run_cfg
 
 
 def test_train_task_with_dmd_callback(tmp_path):
-    m = run_cfg(["+experiment=yinyang_binary_mlp", "+dmd=default", "data.n_train=600", "data.n_val=100",
-                 "data.n_test=200", "model.epochs=20", "dmd.scaling.epochs=2", "dmd.n_fit=200", "dmd.figures=false",
-                 *FAST], tmp_path)
+    m = run_cfg(
+        [
+            "+experiment=yinyang_binary_mlp",
+            "+dmd=default",
+            "data.n_train=600",
+            "data.n_val=100",
+            "data.n_test=200",
+            "model.epochs=20",
+            "dmd.scaling.epochs=2",
+            "dmd.n_fit=200",
+            "dmd.figures=false",
+            *FAST,
+        ],
+        tmp_path,
+    )
     assert 0.0 <= m["test/acc"] <= 1.0 and 0.0 <= m["dmd/test_acc"] <= 1.0
     assert m["dmd/base_test_acc"] == m["test/acc"] or abs(m["dmd/base_test_acc"] - m["test/acc"]) < 1e-6
     assert m["dmd/layers_replaced"] == m["dmd/span_transitions"] - m["dmd/h"]

@@ -16,7 +16,9 @@ def _identity_kae(dim=4, k=5):
         for lin in (kae.encoder[0], kae.decoder[0]):
             lin.weight.copy_(torch.eye(dim))
             lin.bias.zero_()
-        kae.koopman.G.copy_(0.3 * torch.randn(dim, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+        kae.koopman.G.copy_(
+            0.3 * torch.randn(dim, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        )
     return kae
 
 
@@ -50,7 +52,9 @@ def test_each_loss_positive_when_its_condition_breaks():
 def test_lambdas_weight_the_total():
     kae = KoopmanAutoencoder(6, [8], 5, 3, {"recon": 0.0, "linear": 2.0, "state": 0.0, "iso": 0.5})
     terms = kae.loss_terms(torch.randn(16, 6), torch.randn(16, 6))
-    assert kae.total_loss(terms).item() == pytest.approx(2 * terms["linear"].item() + 0.5 * terms["iso"].item(), rel=1e-6)
+    assert kae.total_loss(terms).item() == pytest.approx(
+        2 * terms["linear"].item() + 0.5 * terms["iso"].item(), rel=1e-6
+    )
 
 
 @pytest.mark.parametrize("dim", [3, 100])  # the pdist and the cdist code paths

@@ -16,8 +16,17 @@ SHORT = [
     *FAST,
 ]
 KEYS = [
-    "base/test_acc", "base/test_acc_macro", "kae/test_acc", "kae/test_acc_macro", "kae/test_acc_per_class",
-    "kae/agreement", "kae/state_fvu", "kae/loss_recon", "kae/loss_linear", "kae/loss_state", "kae/loss_iso",
+    "base/test_acc",
+    "base/test_acc_macro",
+    "kae/test_acc",
+    "kae/test_acc_macro",
+    "kae/test_acc_per_class",
+    "kae/agreement",
+    "kae/state_fvu",
+    "kae/loss_recon",
+    "kae/loss_linear",
+    "kae/loss_state",
+    "kae/loss_iso",
 ]
 
 

@@ -5,8 +5,14 @@ import pytest
 from conftest import compose_cfg, run_cfg
 from kaelab.errors import ConfigError
 
-TINY = ["+experiment=yinyang_mlp", "data.n_train=200", "data.n_val=50", "data.n_test=50", "model.epochs=2",
-        "callbacks.progress_bar=none"]
+TINY = [
+    "+experiment=yinyang_mlp",
+    "data.n_train=200",
+    "data.n_val=50",
+    "data.n_test=50",
+    "model.epochs=2",
+    "callbacks.progress_bar=none",
+]
 
 
 def test_tensorboard_logger_writes_events(tmp_path):
@@ -17,8 +23,16 @@ def test_tensorboard_logger_writes_events(tmp_path):
 
 def test_wandb_offline_run_is_written_locally(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
-    metrics = run_cfg([*TINY, "logger=wandb", "logger.wandb.mode=offline", "logger.wandb.project=kaelab-test",
-                       "logger.wandb.tags=[a,b]"], tmp_path)
+    metrics = run_cfg(
+        [
+            *TINY,
+            "logger=wandb",
+            "logger.wandb.mode=offline",
+            "logger.wandb.project=kaelab-test",
+            "logger.wandb.tags=[a,b]",
+        ],
+        tmp_path,
+    )
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     assert (tmp_path / "run" / "csv" / "metrics.csv").is_file()  # the local log is kept

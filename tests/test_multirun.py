@@ -6,11 +6,21 @@ import pytest
 
 from conftest import run_cli
 
-TINY_KAE = ["data.n_train=300", "data.n_val=50", "data.n_test=100", "model.epochs=3", "kae.epochs=2",
-            "callbacks=minimal", "logger.csv=false", "trainer.num_threads=1"]
+TINY_KAE = [
+    "data.n_train=300",
+    "data.n_val=50",
+    "data.n_test=100",
+    "model.epochs=3",
+    "kae.epochs=2",
+    "callbacks=minimal",
+    "logger.csv=false",
+    "trainer.num_threads=1",
+]
 
 
-@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"])
+@pytest.mark.parametrize(
+    "launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"]
+)
 def test_sweep_seeds_and_lambdas(tmp_path, launcher):
     proc = run_cli(["-m", *launcher, "seed=0,1", "kae.lambdas.iso=0,1", *TINY_KAE], tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

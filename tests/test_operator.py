@@ -16,7 +16,9 @@ def test_expm_matches_torch(scale):
 
 def test_expm_gradient_matches_torch():
     g = torch.Generator().manual_seed(1)
-    a = (torch.eye(12, dtype=torch.float64) + 2 * torch.randn(12, 12, dtype=torch.float64, generator=g)).requires_grad_()
+    a = (
+        torch.eye(12, dtype=torch.float64) + 2 * torch.randn(12, 12, dtype=torch.float64, generator=g)
+    ).requires_grad_()
     w = torch.randn(12, 12, dtype=torch.float64, generator=g)
     (ours,) = torch.autograd.grad((expm(a) * w).sum(), a)
     (ref,) = torch.autograd.grad((torch.linalg.matrix_exp(a) * w).sum(), a)

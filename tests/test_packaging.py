@@ -1,7 +1,8 @@
 """The package ships every subpackage and its configs (found after a non-editable install too)."""
 
-import tomllib
 from importlib.resources import files
+
+import tomllib
 
 from conftest import REPO
 

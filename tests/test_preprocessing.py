@@ -19,7 +19,15 @@ def _data(n=400, d=12, seed=0):
     return torch.randn(n, d, generator=g) @ torch.randn(d, d, generator=g) + 3.0
 
 
-@pytest.mark.parametrize("step", [MeanCenter(), PCAProjection(), FrobeniusNormalize(100.0), Chain(MeanCenter(), PCAProjection(), FrobeniusNormalize())])
+@pytest.mark.parametrize(
+    "step",
+    [
+        MeanCenter(),
+        PCAProjection(),
+        FrobeniusNormalize(100.0),
+        Chain(MeanCenter(), PCAProjection(), FrobeniusNormalize()),
+    ],
+)
 def test_inverse_of_transform_is_identity(step):
     x = _data()
     y = step.fit_transform(x)
@@ -79,7 +87,9 @@ def test_state_dict_roundtrip():
     prep = PairPreprocessor(q=6).fit(xi, xj)
     other = PairPreprocessor(q=6).load_state_dict(prep.state_dict())
     torch.testing.assert_close(other.transform_source(xi), prep.transform_source(xi))
-    torch.testing.assert_close(other.inverse_target(prep.transform_target(xj)), prep.inverse_target(prep.transform_target(xj)))
+    torch.testing.assert_close(
+        other.inverse_target(prep.transform_target(xj)), prep.inverse_target(prep.transform_target(xj))
+    )
 
 
 def test_bad_preprocessing_settings():

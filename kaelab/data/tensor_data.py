@@ -16,6 +16,7 @@ import math
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
+
 from kaelab.errors import ConfigError
 
 

@@ -25,9 +25,7 @@ def yinyang_class(x, y, r_small: float = 0.1, r_big: float = 0.5):
     d_right = np.hypot(x - 1.5 * r_big, y - r_big)
     d_left = np.hypot(x - 0.5 * r_big, y - r_big)
     is_yin = (
-        (d_right <= r_small)
-        | ((d_left > r_small) & (d_left <= 0.5 * r_big))
-        | ((y > r_big) & (d_right > 0.5 * r_big))
+        (d_right <= r_small) | ((d_left > r_small) & (d_left <= 0.5 * r_big)) | ((y > r_big) & (d_right > 0.5 * r_big))
     )
     is_dot = (d_right < r_small) | (d_left < r_small)
     return np.where(is_dot, 2, is_yin.astype(np.int64))

@@ -185,8 +185,9 @@ def train_scaling(
                 sched.step()
                 sums += torch.stack([huber.detach(), lin.detach()]) * len(idx)
             if log_every and (epoch + 1) % log_every == 0:
-                log.info("scaling epoch %d/%d: huber %.3e, linearity %.3e", epoch + 1, cfg.epochs,
-                         *(sums / len(s0)).tolist())
+                log.info(
+                    "scaling epoch %d/%d: huber %.3e, linearity %.3e", epoch + 1, cfg.epochs, *(sums / len(s0)).tolist()
+                )
         layers.eval()
         huber_mean, lin_mean = (sums / len(s0)).tolist()
         info = {

@@ -160,7 +160,11 @@ def fit_delay_dmd(
     # it and the operator never uses: Snapshots' np.linalg.cond warnings (three more full SVDs, 90%
     # of the fit time on MNIST-sized snapshots) and the amplitudes of a single time series.
     dmd_op = DMDOperator(
-        svd_rank=r, exact=False, forward_backward=False, rescale_mode=None, sorted_eigs=False,
+        svd_rank=r,
+        exact=False,
+        forward_backward=False,
+        rescale_mode=None,
+        sorted_eigs=False,
         tikhonov_regularization=tikhonov,
     )
     with _blas_threads(torch.get_num_threads()):

@@ -100,7 +100,9 @@ class KoopmanAutoencoder(L.LightningModule):
         return latents, decoded
 
     # ----------------------------------------------------------------------------------- losses
-    def loss_terms(self, x_i: torch.Tensor, x_j: torch.Tensor, K: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def loss_terms(
+        self, x_i: torch.Tensor, x_j: torch.Tensor, K: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """The four unweighted losses for a batch of pairs (one operator evaluation)."""
         n = len(x_i)
         K = self.koopman.matrix() if K is None else K

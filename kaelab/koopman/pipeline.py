@@ -102,8 +102,16 @@ def kae_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     for split in ("test", "train"):
         metrics.update(
             evaluate_surrogate(
-                base.net, tgt, kae, prep, reps[split][src], reps[split][tgt], inputs[split], labels[split],
-                dm.num_classes, split=split,
+                base.net,
+                tgt,
+                kae,
+                prep,
+                reps[split][src],
+                reps[split][tgt],
+                inputs[split],
+                labels[split],
+                dm.num_classes,
+                split=split,
             )
         )
     for split in ("train", "test"):
@@ -119,6 +127,9 @@ def kae_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         save_file(prep.state_dict(), str(kae_dir / "preprocessor.safetensors"))
     log.info(
         "base/test_acc=%.4f kae/test_acc=%.4f agreement=%.4f state_fvu=%.4f",
-        metrics["base/test_acc"], metrics["kae/test_acc"], metrics["kae/agreement"], metrics["kae/state_fvu"],
+        metrics["base/test_acc"],
+        metrics["kae/test_acc"],
+        metrics["kae/agreement"],
+        metrics["kae/state_fvu"],
     )
     return metrics

@@ -51,10 +51,7 @@ def extract(net: nn.Module, layers: Sequence[str], x: torch.Tensor, batch_size: 
     if missing:
         raise ConfigError(f"no module named {missing[0]!r} in {type(net).__name__}")
     outputs: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
-    hooks = [
-        modules[n].register_forward_hook(lambda _m, _i, out, n=n: outputs[n].append(out.detach()))
-        for n in layers
-    ]
+    hooks = [modules[n].register_forward_hook(lambda _m, _i, out, n=n: outputs[n].append(out.detach())) for n in layers]
     was_training = net.training
     net.eval()
     try:

@@ -17,7 +17,9 @@ from kaelab.metrics import accuracy_report
 
 
 @torch.no_grad()
-def predict_target(kae: KoopmanAutoencoder, prep: PairPreprocessor, x_i: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
+def predict_target(
+    kae: KoopmanAutoencoder, prep: PairPreprocessor, x_i: torch.Tensor, batch_size: int = 8192
+) -> torch.Tensor:
     """The surrogate's x_j in the base model's space, for base-model x_i."""
     kae.eval()
     K = kae.koopman.matrix()
