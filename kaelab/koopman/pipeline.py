@@ -75,8 +75,11 @@ def kae_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     kc = cfg.kae
     base = base_model(cfg, run_dir / "base_model")
     dm = base.datamodule
-    inputs = {s: dm.tensors(s)[0] for s in dm.splits}
-    labels = {s: dm.tensors(s)[1] for s in dm.splits}
+    # fast_dev_run is a smoke test of the whole stage: 2048 samples per split (cached separately,
+    # as the base model's key includes fast_dev_run)
+    n = 2048 if cfg.trainer.fast_dev_run else None
+    inputs = {s: dm.tensors(s)[0][:n] for s in dm.splits}
+    labels = {s: dm.tensors(s)[1][:n] for s in dm.splits}
     reps = cached_representations(ArtifactCache(cfg.paths.cache_dir), base.key, base.net, inputs, [src, tgt])
 
     prep = PairPreprocessor(kc.q, kc.scale).fit(reps["train"][src], reps["train"][tgt])

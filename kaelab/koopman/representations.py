@@ -69,7 +69,7 @@ def cached_representations(
 ) -> dict[str, dict[str, torch.Tensor]]:
     """``{split: {layer: tensor}}`` for the base model ``base_key``, extracted once and cached."""
     layers = list(dict.fromkeys(layers))
-    key = config_key("representations", base_key, sorted(layers), sorted(splits))
+    key = config_key("representations", base_key, sorted(layers), {s: len(x) for s, x in splits.items()})
 
     def build(tmp: Path) -> None:
         tensors = {}
