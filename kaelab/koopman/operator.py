@@ -36,6 +36,25 @@ def _norm1(x: torch.Tensor) -> float:
     return x.detach().abs().sum(dim=-2).max().item()
 
 
+def _squarings(a: torch.Tensor, a4: torch.Tensor, norm1: float, theta: float) -> int:
+    """Squarings s with alpha / 2^s <= theta, alpha = max(||A^4||^(1/4), ||A^5||^(1/5))."""
+    if norm1 <= theta:
+        return 0
+    with torch.no_grad():
+        alpha = max(_norm1(a4) ** 0.25, _norm1(a4 @ a) ** 0.2)
+    return max(0, math.ceil(math.log2(alpha / theta)))
+
+
+def expm_squarings(a: torch.Tensor) -> int:
+    """The number of squarings ``expm(a)`` performs (for FLOP counts and diagnostics)."""
+    theta, norm1 = _THETA.get(a.dtype, 1.5), _norm1(a)
+    if norm1 > _MAX_NORM_FOR_POWERS:
+        return math.ceil(math.log2(norm1 / theta))
+    with torch.no_grad():
+        a2 = a.detach() @ a.detach()
+        return _squarings(a.detach(), a2 @ a2, norm1, theta)
+
+
 def expm(a: torch.Tensor) -> torch.Tensor:
     """Matrix exponential by scaling and squaring of a degree-12 Taylor polynomial (autograd-able).
 
@@ -54,11 +73,7 @@ def expm(a: torch.Tensor) -> torch.Tensor:
     else:
         a2 = a @ a
         a3, a4 = a2 @ a, a2 @ a2
-        s = 0
-        if norm1 > theta:
-            with torch.no_grad():
-                alpha = max(_norm1(a4) ** 0.25, _norm1(a4 @ a) ** 0.2)
-            s = max(0, math.ceil(math.log2(alpha / theta)))
+        s = _squarings(a, a4, norm1, theta)
         x, x2, x3, x4 = (p / 2.0 ** (s * j) if s else p for j, p in enumerate((a, a2, a3, a4), start=1))
     eye = torch.eye(n, dtype=a.dtype, device=a.device)
 
