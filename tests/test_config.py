@@ -98,3 +98,11 @@ def test_bad_values_fail_fast_with_one_line(tmp_path, override, message):
     lines = [ln for ln in err.splitlines() if ln.startswith("kaelab: error:")]
     assert len(lines) == 1 and message in lines[0], err
     assert not (tmp_path / "cache").exists()  # failed before any training
+
+
+def test_missing_mnist_offline_is_one_line_error(tmp_path):
+    proc = run_cli(["+experiment=mnist_mlp", f"paths.data_dir={tmp_path / 'empty'}", "data.download=false"], tmp_path)
+    err = _one_error(proc)
+    assert proc.returncode == 2
+    lines = [ln for ln in err.splitlines() if ln.startswith("kaelab: error:")]
+    assert len(lines) == 1 and "MNIST not found" in lines[0] and "KAELAB_DATA_DIR" in lines[0]
