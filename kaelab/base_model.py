@@ -130,7 +130,9 @@ def base_model_key(cfg: DictConfig) -> str:
     data = OmegaConf.to_container(cfg.data, resolve=True)
     model = OmegaConf.to_container(cfg.model, resolve=True)
     assert isinstance(data, dict) and isinstance(model, dict)
-    data.pop("eval_batch_size", None)
+    # where the files live and whether they may be downloaded don't change the model
+    for k in ("eval_batch_size", "root", "download"):
+        data.pop(k, None)
     model.pop("checkpoint", None)
     # trainer settings that change what gets trained (a fast_dev_run model must not pass for a real one)
     tc = cfg.trainer

@@ -45,6 +45,16 @@ def test_kae_seed_sweep_shares_one_base_model(tmp_path):
     assert base[0] != base[1]
 
 
+def test_base_model_key_ignores_where_the_data_lives(tmp_path):
+    from kaelab.base_model import base_model_key
+
+    def key(*over):
+        return base_model_key(compose_cfg(["+experiment=mnist_mlp", *over], tmp_path))
+
+    assert key("data.root=/a") == key("data.root=/b", "data.download=false")
+    assert key("data.root=/a") != key("data.root=/a", "data.augment_shift=0")
+
+
 def test_data_dir_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("KAELAB_DATA_DIR", "/some/where")
     with_env = compose_cfg(["+experiment=mnist_mlp"], tmp_path)
