@@ -4,9 +4,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.kaelab-installed
-# MNIST: $KAELAB_DATA_DIR if set, else ../shared/data when it exists (this workplace), else ./data.
-SHARED_DATA := $(wildcard ../shared/data/MNIST/raw)
-export KAELAB_DATA_DIR ?= $(if $(SHARED_DATA),$(abspath ../shared/data),$(CURDIR)/data)
+# MNIST: $KAELAB_DATA_DIR if set, else this workplace's copy (../shared/data next to the checkout, or
+# /work/shared/data for a clone elsewhere) when it exists, else ./data.
+SHARED_DATA := $(firstword $(foreach d,../shared/data /work/shared/data,$(if $(wildcard $(d)/MNIST/raw),$(abspath $(d)))))
+export KAELAB_DATA_DIR ?= $(or $(SHARED_DATA),$(CURDIR)/data)
 PYTEST_ARGS ?=
 
 .PHONY: help setup run test test-slow lint bench clean distclean
@@ -26,6 +27,7 @@ run: setup  ## the main job: python -m kaelab (embedded default, no download, no
 	$(PY) -m kaelab $(ARGS)
 
 test: setup  ## the fast test suite
+	@echo "KAELAB_DATA_DIR=$(KAELAB_DATA_DIR)"
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-slow: setup  ## the long tests (real training to paper-level numbers)

@@ -19,8 +19,9 @@ register_configs()
 
 
 def find_data_dir() -> Path | None:
-    """$KAELAB_DATA_DIR, else ../shared/data next to the repo (this workplace's MNIST copy)."""
-    for cand in (os.environ.get("KAELAB_DATA_DIR"), REPO.parent / "shared" / "data"):
+    """$KAELAB_DATA_DIR, else this workplace's MNIST copy (../shared/data next to the repo, or
+    /work/shared/data for a clone elsewhere)."""
+    for cand in (os.environ.get("KAELAB_DATA_DIR"), REPO.parent / "shared" / "data", Path("/work/shared/data")):
         if cand and (Path(cand) / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file():
             return Path(cand).resolve()
     return None
