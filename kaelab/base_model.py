@@ -133,11 +133,17 @@ def base_model_key(cfg: DictConfig) -> str:
     # where the files live and whether they may be downloaded don't change the model
     for k in ("eval_batch_size", "root", "download"):
         data.pop(k, None)
+    if not data.get("exclude_classes"):  # keeps the keys of models trained on every class unchanged
+        data.pop("exclude_classes", None)
     model.pop("checkpoint", None)
-    # trainer settings that change what gets trained (a fast_dev_run model must not pass for a real one)
+    return config_key("base_model", data, model, trainer_key_settings(cfg))
+
+
+def trainer_key_settings(cfg: DictConfig) -> list[Any]:
+    """Trainer settings that change what gets trained (a fast_dev_run model must not pass for a
+    real one); part of the cache key of every trained artifact."""
     tc = cfg.trainer
-    trained = [tc.precision, tc.fast_dev_run, tc.limit_train_batches, tc.gradient_clip_val]
-    return config_key("base_model", data, model, trained)
+    return [tc.precision, tc.fast_dev_run, tc.limit_train_batches, tc.gradient_clip_val]
 
 
 def base_model(cfg: DictConfig, work_dir: Path, extra_callbacks: Sequence[Callback] = ()) -> BaseModel:

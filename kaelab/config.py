@@ -33,6 +33,7 @@ class YinYangDataConfig:
     batch_size: int = 512
     eval_batch_size: int = 4096
     shuffle_seed: int = "${model.seed}"  # type: ignore[assignment]
+    exclude_classes: list[int] = field(default_factory=list)  # left out of train/val (retrain baseline)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class MNISTDataConfig:
     eval_batch_size: int = 4096
     shuffle_seed: int = "${model.seed}"  # type: ignore[assignment]
     augment_shift: int = 0  # random translations of training images by up to this many pixels
+    exclude_classes: list[int] = field(default_factory=list)  # left out of train/val (retrain baseline)
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -137,13 +139,13 @@ class PathsConfig:
 
 
 # ------------------------------------------------------------------------------------------- root
-TASKS = ("train", "kae", "dmd")
+TASKS = ("train", "kae", "dmd", "edit", "topology")
 
 
 @dataclass
 class Config:
     name: str = "default"  # experiment name: names the run directory and logger runs
-    task: str = "train"  # train | kae | dmd
+    task: str = "train"  # train | kae | dmd | edit | topology
     seed: int = 0
     ckpt_path: Optional[str] = None  # resume the base-model training run from this checkpoint
     data: Any = MISSING
@@ -154,6 +156,8 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     kae: Any = None
     dmd: Any = None
+    edit: Any = None
+    topology: Any = None
 
 
 def gpu_count() -> int:
@@ -188,9 +192,11 @@ def register_configs() -> None:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
     from kaelab.dmd.config import DMDConfig
+    from kaelab.editing.config import EditConfig
     from kaelab.koopman.config import KAEConfig
 
     cs = ConfigStore.instance()
+    cs.store(group="edit", name="edit_schema", node=EditConfig)
     cs.store(group="kae", name="kae_schema", node=KAEConfig)
     cs.store(group="dmd", name="dmd_schema", node=DMDConfig)
     cs.store(name="config_schema", node=Config)

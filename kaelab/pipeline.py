@@ -21,6 +21,7 @@ TASK_FUNCTIONS = {
     "train": "kaelab.base_model:train_task",
     "kae": "kaelab.koopman.pipeline:kae_task",
     "dmd": "kaelab.dmd.pipeline:dmd_task",
+    "edit": "kaelab.editing.pipeline:edit_task",
 }
 
 

@@ -126,7 +126,12 @@ def log_hyperparams(trainer: L.Trainer, cfg: DictConfig) -> None:
 
 def log_final_metrics(trainer: L.Trainer, metrics: dict[str, Any]) -> None:
     """Send a stage's final scalar metrics to every logger of its trainer."""
+    log_metrics_to(trainer.loggers, metrics, step=trainer.global_step)
+
+
+def log_metrics_to(loggers: Sequence[Logger], metrics: dict[str, Any], step: int = 0) -> None:
+    """Send a stage's final scalar metrics to the given loggers (stages that train nothing)."""
     values = scalars(metrics)
-    for lg in trainer.loggers:
-        lg.log_metrics(values, step=trainer.global_step)
+    for lg in loggers:
+        lg.log_metrics(values, step=step)
         lg.save()

@@ -58,8 +58,9 @@ class MNISTDataModule(TensorDataModule):
         eval_batch_size: int = 4096,
         shuffle_seed: int = 0,
         augment_shift: int = 0,
+        exclude_classes: list[int] | tuple[int, ...] = (),
     ):
-        super().__init__(batch_size, eval_batch_size, shuffle_seed)
+        super().__init__(batch_size, eval_batch_size, shuffle_seed, exclude_classes)
         self.augment_shift = augment_shift
         if not 0 <= val_size < 60000:
             raise ConfigError(f"data.val_size must be in [0, 60000), got {val_size}")

@@ -12,6 +12,7 @@ uninterrupted run sees.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import lightning as L
 import torch
@@ -64,11 +65,18 @@ class TensorDataModule(L.LightningDataModule):
     num_classes: int
     in_dim: int
 
-    def __init__(self, batch_size: int = 128, eval_batch_size: int = 4096, shuffle_seed: int = 0):
+    def __init__(
+        self,
+        batch_size: int = 128,
+        eval_batch_size: int = 4096,
+        shuffle_seed: int = 0,
+        exclude_classes: Sequence[int] = (),
+    ):
         super().__init__()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.shuffle_seed = shuffle_seed
+        self.exclude_classes = sorted({int(c) for c in exclude_classes})
         self.splits: dict[str, TensorDataset] = {}
 
     def _build(self) -> dict[str, tuple[torch.Tensor, ...]]:
@@ -76,7 +84,27 @@ class TensorDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
-            self.splits = {k: TensorDataset(*tensors) for k, tensors in self._build().items()}
+            built = self._build()
+            if self.exclude_classes:
+                built = self._without_excluded(built)
+            self.splits = {k: TensorDataset(*tensors) for k, tensors in built.items()}
+
+    def _without_excluded(self, splits: dict[str, tuple[torch.Tensor, ...]]) -> dict[str, tuple[torch.Tensor, ...]]:
+        """Drop ``exclude_classes`` from the train and val splits (the retrain-without-the-forgotten-
+        classes baseline of unlearning); the test split keeps every class, so the retrained model's
+        accuracy on the excluded classes can be measured. Labels keep their original indices."""
+        bad = [c for c in self.exclude_classes if not 0 <= c < self.num_classes]
+        if bad:
+            raise ConfigError(f"data.exclude_classes={bad} out of range for {self.num_classes} classes")
+        if len(self.exclude_classes) >= self.num_classes:
+            raise ConfigError(f"data.exclude_classes={self.exclude_classes} would leave no class to train on")
+        out = dict(splits)
+        for split in ("train", "val"):
+            if split in out:
+                x, y, *rest = out[split]
+                keep = ~torch.isin(y, torch.tensor(self.exclude_classes, dtype=y.dtype))
+                out[split] = (x[keep], y[keep], *(t[keep] for t in rest))
+        return out
 
     def tensors(self, split: str) -> tuple[torch.Tensor, ...]:
         """The tensors of a split, e.g. (inputs, labels) for representation extraction."""

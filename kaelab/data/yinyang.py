@@ -78,8 +78,9 @@ class YinYangDataModule(TensorDataModule):
         batch_size: int = 512,
         eval_batch_size: int = 4096,
         shuffle_seed: int = 0,
+        exclude_classes: list[int] | tuple[int, ...] = (),
     ):
-        super().__init__(batch_size, eval_batch_size, shuffle_seed)
+        super().__init__(batch_size, eval_batch_size, shuffle_seed, exclude_classes)
         if features not in FEATURES:
             raise ConfigError(f"data.features must be one of {FEATURES}, got {features!r}")
         seeds = {"train": seed_train, "val": seed_val, "test": seed_test}

@@ -28,6 +28,7 @@ class KAEConfig:
     k: int = 100  # steps of exp(G/k)
     g_init: str = "identity"  # identity | zeros | random | identity_random
     lambdas: KAELambdas = field(default_factory=KAELambdas)
+    recon_reduction: str = "mean"  # mean (the reference: x_i and x_j averaged) | sum (kaelab <= 0.1)
     lr: float = 0.05  # the paper: 0.1 (see conf/kae/yinyang.yaml)
     weight_decay: float = 5e-4
     warmup_frac: float = 0.2

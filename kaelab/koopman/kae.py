@@ -3,7 +3,8 @@
 encoder phi and decoder phi^-1 are mirrored (untied) MLPs with LeakyReLU and a linear last layer;
 K = exp(G/k)^k advances observables (kaelab.koopman.operator). Losses, each a mean squared error:
 
-  recon  (Eq. 3)  phi^-1(phi(x)) vs x, for x_i and for x_j
+  recon  (Eq. 3)  phi^-1(phi(x)) vs x, averaged over x_i and x_j (the reference's ``.mean()``;
+                  ``recon_reduction="sum"`` adds them, which doubles lambda_recon)
   linear (Eq. 4)  K phi(x_i) vs phi(x_j)
   state  (Eq. 5)  phi^-1(K phi(x_i)) vs x_j
   iso    (Eq. 6)  distances between distinct pairs of the batch, latent vs preprocessed space, for
@@ -26,6 +27,7 @@ from kaelab.koopman.operator import KoopmanOperator
 from kaelab.schedules import triangular_lr
 
 LOSS_TERMS = ("recon", "linear", "state", "iso")
+RECON_REDUCTIONS = ("mean", "sum")
 
 
 def pairwise_distance_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -69,8 +71,12 @@ class KoopmanAutoencoder(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 5e-4,
         warmup_frac: float = 0.2,
+        recon_reduction: str = "mean",
     ):
         super().__init__()
+        if recon_reduction not in RECON_REDUCTIONS:
+            raise ConfigError(f"kae.recon_reduction must be one of {RECON_REDUCTIONS}, got {recon_reduction!r}")
+        self.recon_scale = 0.5 if recon_reduction == "mean" else 1.0
         unknown = set(lambdas) - set(LOSS_TERMS)
         if unknown:
             raise ConfigError(f"unknown kae.lambdas entries {sorted(unknown)}; expected {LOSS_TERMS}")
@@ -111,7 +117,7 @@ class KoopmanAutoencoder(L.LightningModule):
         z_pred = z_i @ K.T
         rec_i, rec_j, x_pred = self.decoder(torch.cat([z_i, z_j, z_pred])).split(n)
         return {
-            "recon": mse_loss(rec_i, x_i) + mse_loss(rec_j, x_j),
+            "recon": self.recon_scale * (mse_loss(rec_i, x_i) + mse_loss(rec_j, x_j)),
             "linear": mse_loss(z_pred, z_j),
             "state": mse_loss(x_pred, x_j),
             "iso": pairwise_distance_mse(z_i, x_i) + pairwise_distance_mse(z_j, x_j),
