@@ -17,7 +17,7 @@ class EditConfig:
     # the output centroid of the retained class nearest to it)
     targets: str = "nearest_retained"
     redirect_to: Optional[int] = None  # class_centroid's destination class D
-    keys: str = "inverse"  # inverse: K^-1 phi(x_j) (Algorithm 1, step 2); encoded: phi(x_i)
+    keys_from: str = "inverse"  # inverse: K^-1 phi(x_j) (Algorithm 1, step 2); encoded: phi(x_i)
     mu: float = 0.1  # EMMET: C0 = K0 K0^T + mu I
     lam: float = 0.1  # EMMET: lambda on the E x E system (the preservation weight in the p x p form)
     form: str = "auto"  # EMMET system: auto | ExE | pxp

@@ -18,11 +18,16 @@ from kaelab.metrics import accuracy_report
 
 @torch.no_grad()
 def predict_target(
-    kae: KoopmanAutoencoder, prep: PairPreprocessor, x_i: torch.Tensor, batch_size: int = 8192
+    kae: KoopmanAutoencoder,
+    prep: PairPreprocessor,
+    x_i: torch.Tensor,
+    batch_size: int = 8192,
+    K: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The surrogate's x_j in the base model's space, for base-model x_i."""
+    """The surrogate's x_j in the base model's space, for base-model x_i (with the KAE's own
+    operator, or ``K`` in its place, e.g. an edited one)."""
     kae.eval()
-    K = kae.koopman.matrix()
+    K = kae.koopman.matrix() if K is None else K.to(torch.float32)
     out = []
     for start in range(0, len(x_i), batch_size):
         z = kae.encoder(prep.transform_source(x_i[start : start + batch_size]))

@@ -1,0 +1,1 @@
+"""Editing the KAE's Koopman operator: EMMET (pure function), target strategies, class unlearning stage."""
