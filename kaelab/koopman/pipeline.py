@@ -203,7 +203,16 @@ def surrogate_report(cfg: DictConfig, base: BaseModel, data: Representations, ar
         r = data.reps[split]
         metrics.update(
             evaluate_surrogate(
-                base.net, tgt, kae, prep, r[src], r[tgt], data.inputs[split], data.labels[split], data.num_classes, split
+                base.net,
+                tgt,
+                kae,
+                prep,
+                r[src],
+                r[tgt],
+                data.inputs[split],
+                data.labels[split],
+                data.num_classes,
+                split,
             )
         )
     for split in ("train", "test"):
