@@ -230,3 +230,66 @@ def check_schema(cfg: Any, path: str = "") -> None:
     elif isinstance(cfg, ListConfig):
         for idx in range(len(cfg)):
             check_schema(cfg._get_node(idx), f"{path}{idx}.")
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Reject values that are well-typed but invalid, before any work starts (one-line ConfigError)."""
+
+    def at_least(key: str, low: float) -> None:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:  # not set (optional) or not part of this config
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
+            raise ConfigError(f"{key}={value} must be >= {low}")
+
+    def within(key: str, low: float, high: float) -> None:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and not low <= value < high:
+            raise ConfigError(f"{key}={value} must be in [{low}, {high})")
+
+    task = cfg.task
+    if cfg.ckpt_path and task != "train":
+        raise ConfigError(
+            f"ckpt_path resumes a task=train run; task={task} does not use it (a trained base model is given "
+            "with model.checkpoint=PATH)"
+        )
+    if OmegaConf.select(cfg, "model.checkpoint") and task == "train":
+        raise ConfigError(
+            "model.checkpoint gives a trained base model to task=kae|dmd|edit|topology; task=train trains one "
+            "(resume an interrupted one with ckpt_path=PATH)"
+        )
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))
+    if accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"trainer.accelerator={accelerator} needs a CUDA GPU, none is visible (use trainer=cpu)")
+    for key in ("model.epochs", "data.batch_size", "data.eval_batch_size", "data.n_train", "data.n_val", "data.n_test"):
+        at_least(key, 1)
+    for key in ("trainer.num_threads", "trainer.check_val_every_n_epoch", "trainer.log_every_n_steps"):
+        at_least(key, 1)
+    for key in ("callbacks.checkpoint_every_n_epochs", "callbacks.progress_refresh_rate"):
+        at_least(key, 1)
+    for key in ("model.net.in_dim", "model.net.out_dim", "model.net.width", "model.net.n_blocks"):
+        at_least(key, 1)
+    for key in ("model.optim.momentum", "model.optim.weight_decay", "data.augment_shift"):
+        at_least(key, 0)
+    if OmegaConf.select(cfg, "model.optim.lr", default=1.0) <= 0:
+        raise ConfigError(f"model.optim.lr={cfg.model.optim.lr} must be > 0")
+    within("model.label_smoothing", 0.0, 1.0)
+    within("model.optim.momentum", 0.0, 1.0)
+    if not 0.0 < OmegaConf.select(cfg, "model.optim.warmup_frac", default=0.5) < 1.0:
+        raise ConfigError(f"model.optim.warmup_frac={cfg.model.optim.warmup_frac} must be in (0, 1)")
+    hidden = OmegaConf.select(cfg, "model.net.hidden", default=None)
+    if hidden is not None and (len(hidden) == 0 or min(hidden) < 1):
+        raise ConfigError(f"model.net.hidden={list(hidden)} must list widths >= 1")
+    out_dim = OmegaConf.select(cfg, "model.net.out_dim", default=None)
+    excluded = OmegaConf.select(cfg, "data.exclude_classes", default=None) or []
+    for c in excluded:
+        if out_dim is not None and not 0 <= c < out_dim:
+            raise ConfigError(f"data.exclude_classes={list(excluded)}: class {c} is not in [0, {out_dim})")
+    if out_dim is not None and len(set(excluded)) >= out_dim:
+        raise ConfigError(f"data.exclude_classes={list(excluded)} leaves no class to train on")
+    val_size = OmegaConf.select(cfg, "data.val_size", default=None)
+    if val_size is not None and not 1 <= val_size < 60000:
+        raise ConfigError(f"data.val_size={val_size} must be in [1, 60000) (carved from the 60,000 MNIST images)")

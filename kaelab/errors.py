@@ -1,4 +1,25 @@
-"""User-facing errors: printed as one line by the entry point, which then exits with code 2."""
+"""User-facing errors: printed as one line by the entry point, which then exits with code 2.
+
+``RunGuard`` (a Hydra callback, ``hydra.callbacks`` in conf/config.yaml) checks the run or sweep
+directory before Hydra writes anything into it, and reports the jobs of a sweep that failed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+ERROR_FILE = "error.txt"  # a failed sweep job's one-line error, in its job directory
+
+# ${kaelab_pid:} in conf/config.yaml's run and sweep dirs makes them unique per process; cached, so
+# that a sweep's jobs (Hydra copies the resolver cache into each job's config) see the launcher's pid
+if not OmegaConf.has_resolver("kaelab_pid"):
+    OmegaConf.register_new_resolver("kaelab_pid", os.getpid, use_cache=True)
 
 
 class KaelabError(Exception):
@@ -11,3 +32,65 @@ class ConfigError(KaelabError, ValueError):
 
 class DataNotFoundError(KaelabError, RuntimeError):
     """Data files missing and not obtainable (e.g. MNIST offline without the raw files)."""
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``kaelab: error: MESSAGE`` (one line) and exit."""
+    print(f"kaelab: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def writable_dir_problem(path: str | os.PathLike, key: str) -> str | None:
+    """Why ``path`` cannot be used as a directory to write into (created if missing), or None.
+    Nothing is created: the nearest existing ancestor must be a writable directory."""
+    path = Path(os.path.abspath(path))
+    probe = path
+    while not probe.exists():
+        if probe.is_symlink():  # a dangling link
+            return f"{key}={str(path)!r}: {probe} is a dangling symbolic link"
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "is a regular file" if probe == path else f"is under {probe}, which is a regular file"
+        return f"{key}={str(path)!r} {where}, not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{key}={str(path)!r} is not writable ({probe} does not allow writing)"
+    return None
+
+
+def is_empty_dir(path: Path) -> bool:
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+
+
+class RunGuard(Callback):
+    """Before Hydra creates the run (or sweep) directory: it must be creatable and writable, and
+    empty unless the run resumes (``ckpt_path``), so two runs never write into one directory. After
+    a sweep: one line listing the jobs that failed (their errors are in ``<job dir>/error.txt``),
+    and a non-zero exit, once every job has run."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir")))
+        problem = writable_dir_problem(run_dir, "hydra.run.dir")
+        if problem is None and not is_empty_dir(run_dir) and not OmegaConf.select(config, "ckpt_path"):
+            problem = (
+                f"hydra.run.dir={str(run_dir)!r} is not empty (another run wrote there); choose a new directory, "
+                "or resume that run with ckpt_path=<its checkpoints/last.ckpt>"
+            )
+        if problem:
+            fail(problem)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
+        problem = writable_dir_problem(sweep_dir, "hydra.sweep.dir")
+        if problem is None and not is_empty_dir(sweep_dir):
+            problem = f"hydra.sweep.dir={str(sweep_dir)!r} is not empty (another sweep wrote there); choose a new one"
+        if problem:
+            fail(problem)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
+        jobs = sorted((p.parent for p in sweep_dir.glob("*/.hydra")), key=lambda j: (len(j.name), j.name))
+        failed = [j for j in jobs if (j / ERROR_FILE).is_file()]  # the sweep dir was empty at the start
+        if failed:
+            first = (failed[0] / ERROR_FILE).read_text().strip()
+            names = ", ".join(j.name for j in failed)
+            fail(f"{len(failed)} of {len(jobs)} sweep jobs failed (job {names}; first: {first}); see {sweep_dir}")
