@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
+import re
 import shutil
 import time
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +30,8 @@ from kaelab.data import TensorDataModule, build_datamodule
 from kaelab.errors import ConfigError
 from kaelab.metrics import write_metrics
 from kaelab.models import Classifier
-from kaelab.training import build_trainer, log_final_metrics, log_hyperparams
+from kaelab.models.classifier import CKPT_KEY
+from kaelab.training import build_trainer, csv_history, log_final_metrics, log_hyperparams, restore_csv_history
 
 log = logging.getLogger(__name__)
 
@@ -44,24 +48,103 @@ def build_classifier(cfg: DictConfig, dm: TensorDataModule) -> Classifier:
     return Classifier(net=net, optim=optim, num_classes=dm.num_classes, label_smoothing=cfg.model.label_smoothing)
 
 
+# what a checkpoint that cannot be read raises: unpickling refused (weights_only) or garbage,
+# a truncated zip, a file that is no checkpoint at all
+LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, IndexError, KeyError,
+               TypeError, AttributeError, ImportError, OSError)  # fmt: skip
+
+
+def _first_line(err: BaseException, limit: int = 160) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def load_checkpoint(path: str | Path, what: str) -> dict[str, Any]:
+    """A Lightning checkpoint as plain data (``torch.load(weights_only=True)``: a checkpoint that
+    would run code when unpickled is refused); any problem is a one-line ConfigError naming ``what``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what}={str(path)!r}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL \S+|WeightsUnpickler error: [^\n]+", str(err))
+        reason = found.group(0) if found else _first_line(err)
+        raise ConfigError(
+            f"{what}={str(path)!r}: refused, not a plain-data checkpoint (loading it would run code, or it is "
+            f"not a checkpoint): {reason}"
+        ) from None
+    except LOAD_ERRORS as err:
+        raise ConfigError(
+            f"{what}={str(path)!r}: not a readable PyTorch checkpoint ({type(err).__name__}: {_first_line(err)})"
+        ) from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise ConfigError(f"{what}={str(path)!r}: not a Lightning checkpoint of a kaelab base model (no state_dict)")
+    return ckpt
+
+
+def _check_net(cfg: DictConfig, ckpt: dict[str, Any], what: str, path: str | Path) -> None:
+    """The checkpoint's network (its saved hyperparameters) must be the one ``model.net`` describes:
+    later stages build and name layers from ``model.net``."""
+    saved = (ckpt.get("hyper_parameters") or {}).get("net")
+    wanted = OmegaConf.to_container(cfg.model.net, resolve=True)
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{what}={str(path)!r}: not a checkpoint of a kaelab base model (no hyper_parameters.net)")
+    if {k: v for k, v in saved.items() if v is not None} != {k: v for k, v in wanted.items() if v is not None}:
+        raise ConfigError(f"{what}={str(path)!r} holds the network {saved}, but model.net is {wanted}")
+
+
+def check_resume(cfg: DictConfig, ckpt_path: str | Path) -> tuple[dict[str, Any], bool]:
+    """The resume checkpoint, and whether it records this config's base-model key.
+
+    A checkpoint trained under another config (another seed, data or model) is refused: resuming
+    it would train a model that the cache would then hand out under this config's key. One that
+    records no key (written by an older kaelab, or resumed from such) is resumed, but the result
+    is never registered in the cache."""
+    ckpt = load_checkpoint(ckpt_path, "ckpt_path")
+    _check_net(cfg, ckpt, "ckpt_path", ckpt_path)
+    recorded = (ckpt.get(CKPT_KEY) or {}).get("base_model_key") if isinstance(ckpt.get(CKPT_KEY), dict) else None
+    expected = base_model_key(cfg)
+    if recorded is not None and recorded != expected:
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r} was trained under another data/model/trainer config (key {recorded}, "
+            f"this run's key is {expected}); resume it with the overrides it was started with"
+        )
+    return ckpt, recorded == expected
+
+
 def fit_classifier(
     cfg: DictConfig,
     out_dir: Path,
     ckpt_path: str | None = None,
     extra_callbacks: Sequence[Callback] = (),
 ) -> tuple[Classifier, TensorDataModule, L.Trainer, dict[str, Any]]:
-    """Fit and test the base model; returns (module, datamodule, trainer, metrics)."""
-    if ckpt_path is not None and not Path(ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path!r}: no such checkpoint file")
+    """Fit and test the base model; returns (module, datamodule, trainer, metrics).
+
+    With ``ckpt_path`` the fit resumes from that checkpoint (see ``check_resume``); resumed into
+    the same ``out_dir`` its CSV log keeps the epochs before the checkpoint."""
+    key_matches, history = True, None
+    if ckpt_path is not None:
+        ckpt, key_matches = check_resume(cfg, ckpt_path)
+        history = csv_history(out_dir, int(ckpt.get("global_step", 0)))
+        if not key_matches:
+            log.warning(
+                "kaelab: ckpt_path=%s records no config key (older kaelab?): resuming it, but the model will not "
+                "be registered in the cache",
+                ckpt_path,
+            )
+        del ckpt
     L.seed_everything(cfg.model.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg.data)
     dm.prepare_data()
     dm.setup()
     module = build_classifier(cfg, dm)
+    module.cache_key = base_model_key(cfg) if key_matches else None
     trainer = build_trainer(cfg, out_dir, cfg.model.epochs, extra_callbacks)
+    restore_csv_history(trainer, history)
     log_hyperparams(trainer, cfg)
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     train_time = time.perf_counter() - t0
     if trainer.interrupted:
         raise KeyboardInterrupt
@@ -78,8 +161,9 @@ def fit_classifier(
 def train_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """``task=train``: fit + test the base model in the run directory.
 
-    The finished model is also registered in the artifact cache, so a KAE or DMD stage with the
-    same data + model config reuses it instead of training again.
+    The run's metrics.json is written first; then the finished model is also registered in the
+    artifact cache (best effort: a cache that fails here costs a warning, not the run), so a KAE
+    or DMD stage with the same data + model config reuses it instead of training again.
     """
     callbacks = []
     if cfg.dmd is not None:  # `+dmd=...` on a training run: the DMD study runs when the fit ends
@@ -89,16 +173,30 @@ def train_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     module, dm, trainer, metrics = fit_classifier(cfg, run_dir, ckpt_path=cfg.ckpt_path, extra_callbacks=callbacks)
     for cb in callbacks:
         metrics.update(cb.metrics)
+    write_metrics(run_dir / "metrics.json", metrics)
     if not cfg.trainer.fast_dev_run:
-        trainer.save_checkpoint(run_dir / "model.ckpt")
-
-        def register(tmp: Path) -> None:
-            shutil.copy2(run_dir / "model.ckpt", tmp / "model.ckpt")
-            write_metrics(tmp / "metrics.json", metrics)
-
-        ArtifactCache(cfg.paths.cache_dir).get_or_build("base_model", base_model_key(cfg), register, _manifest(cfg))
+        trainer.save_checkpoint(run_dir / "model.ckpt", weights_only=False)  # full: resumable
+        if module.cache_key is not None:
+            _register(cfg, run_dir, metrics)
     log.info("test/acc=%.4f test/acc_macro=%.4f", metrics["test/acc"], metrics["test/acc_macro"])
     return metrics
+
+
+def _register(cfg: DictConfig, run_dir: Path, metrics: dict[str, Any]) -> None:
+    def register(tmp: Path) -> None:
+        shutil.copy2(run_dir / "model.ckpt", tmp / "model.ckpt")
+        write_metrics(tmp / "metrics.json", metrics)
+
+    try:
+        ArtifactCache(cfg.paths.cache_dir).get_or_build("base_model", base_model_key(cfg), register, _manifest(cfg))
+    except Exception as err:  # the run's own results are written already
+        log.warning(
+            "kaelab: the model was not registered in the cache %s (%s: %s); this run's results are in %s",
+            cfg.paths.cache_dir,
+            type(err).__name__,
+            _first_line(err),
+            run_dir,
+        )
 
 
 @dataclass
@@ -149,30 +247,48 @@ def trainer_key_settings(cfg: DictConfig) -> list[Any]:
 def base_model(cfg: DictConfig, work_dir: Path, extra_callbacks: Sequence[Callback] = ()) -> BaseModel:
     """The trained base model for ``cfg``: from ``model.checkpoint``, the cache, or trained now.
 
-    Training logs go to ``work_dir``; the checkpoint and its test metrics go to the cache.
+    Training logs go to ``work_dir``; the checkpoint and its test metrics go to the cache. A cached
+    model that cannot be loaded is rebuilt (kaelab.cache); a ``model.checkpoint`` that cannot be
+    loaded is a one-line error.
     """
+    if cfg.model.checkpoint:
+        ckpt = Path(cfg.model.checkpoint)
+        # plain data, readable, a Lightning checkpoint of the network model.net describes
+        _check_net(cfg, load_checkpoint(ckpt, "model.checkpoint"), "model.checkpoint", ckpt)
     dm = build_datamodule(cfg.data)
     dm.prepare_data()
     dm.setup()
     cache_hit = True
+    key = base_model_key(cfg)
     if cfg.model.checkpoint:
-        ckpt = Path(cfg.model.checkpoint)
-        if not ckpt.is_file():
-            raise ConfigError(f"model.checkpoint={str(ckpt)!r}: no such checkpoint file")
-        key, metrics = base_model_key(cfg), {}
+        try:
+            module = _load_classifier(ckpt)
+        except LOAD_ERRORS as err:  # e.g. another architecture than model.net
+            raise ConfigError(
+                f"model.checkpoint={str(ckpt)!r}: does not load as this config's model.net ({_first_line(err)})"
+            ) from None
+        metrics: dict[str, Any] = {}
     else:
-        key = base_model_key(cfg)
 
         def build(tmp: Path) -> None:
             nonlocal cache_hit
             cache_hit = False
             _, _, trainer, m = fit_classifier(cfg, work_dir, extra_callbacks=extra_callbacks)
-            trainer.save_checkpoint(tmp / "model.ckpt")
+            trainer.save_checkpoint(tmp / "model.ckpt", weights_only=False)
             write_metrics(tmp / "metrics.json", m)
 
-        path = ArtifactCache(cfg.paths.cache_dir).get_or_build("base_model", key, build, _manifest(cfg))
-        ckpt = path / "model.ckpt"
-        metrics = json.loads((path / "metrics.json").read_text())
-    module = Classifier.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True)
+        def load(path: Path) -> tuple[Classifier, dict[str, Any]]:
+            metrics = json.loads((path / "metrics.json").read_text())
+            if not isinstance(metrics, dict):
+                raise ValueError("metrics.json is not a JSON object")
+            return _load_classifier(path / "model.ckpt"), metrics
+
+        cache = ArtifactCache(cfg.paths.cache_dir)
+        module, metrics = cache.load("base_model", key, build, load, _manifest(cfg))
+        ckpt = cache.path("base_model", key) / "model.ckpt"
     module.eval()
     return BaseModel(module=module, datamodule=dm, key=key, ckpt_path=ckpt, metrics=metrics, cache_hit=cache_hit)
+
+
+def _load_classifier(ckpt: Path) -> Classifier:
+    return Classifier.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True)

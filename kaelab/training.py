@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import csv
 import logging
+import math
+import sys
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +19,7 @@ from lightning.pytorch.callbacks import (
     Callback,
     LearningRateMonitor,
     ModelCheckpoint,
+    ProgressBar,
     RichProgressBar,
     TQDMProgressBar,
 )
@@ -61,23 +66,132 @@ def build_callbacks(cfg: DictConfig, ckpt_dir: Path, has_logger: bool) -> list[C
     if cc.checkpoint:
         cbs.append(
             # keep the newest epoch's checkpoint (no monitor: top-1 = latest) with last.ckpt linking
-            # to it; with save_top_k=0 Lightning would write last.ckpt only when training ends
+            # to it; with save_top_k=0 Lightning would write last.ckpt only when training ends.
+            # No version counter: a run resumed in place keeps updating last.ckpt (not last-v1.ckpt)
             ModelCheckpoint(
                 dirpath=str(ckpt_dir),
                 save_last="link",
                 save_top_k=1,
                 every_n_epochs=cc.checkpoint_every_n_epochs,
+                enable_version_counter=False,
             )
         )
-    if cc.progress_bar == "tqdm":
+    if cc.progress_bar not in ("tqdm", "rich", "none"):
+        raise ConfigError(f"callbacks.progress_bar must be tqdm, rich or none, got {cc.progress_bar!r}")
+    if cc.progress_bar != "none" and not interactive():
+        cbs.append(EpochLines())  # a log file gets a few lines, not every refresh of a live bar
+    elif cc.progress_bar == "tqdm":
         cbs.append(TQDMProgressBar(refresh_rate=cc.progress_refresh_rate))
     elif cc.progress_bar == "rich":
         cbs.append(RichProgressBar(refresh_rate=cc.progress_refresh_rate))
-    elif cc.progress_bar != "none":
-        raise ConfigError(f"callbacks.progress_bar must be tqdm, rich or none, got {cc.progress_bar!r}")
     if cc.lr_monitor and has_logger:
         cbs.append(LearningRateMonitor(logging_interval="step"))
+    if has_logger:
+        cbs.append(FlushLogs())
     return cbs
+
+
+def interactive() -> bool:
+    """Whether a person watches this process's output live (a terminal), not a log file."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class EpochLines(ProgressBar):
+    """Progress for non-interactive runs: one log line per epoch at most, for about ``lines``
+    evenly spaced epochs of the run (the first and the last included)."""
+
+    def __init__(self, lines: int = 20):
+        super().__init__()
+        self.lines = lines
+        self._enabled = True
+        self._t0 = 0.0
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._t0 = time.perf_counter()
+        self._first_epoch = trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not self._enabled or not trainer.is_global_zero:
+            return
+        epoch, total = trainer.current_epoch + 1, trainer.max_epochs
+        total = total if total and total > 0 else None
+        every = max(1, math.ceil(total / self.lines)) if total else 1
+        if not (epoch == self._first_epoch + 1 or epoch % every == 0 or epoch == total):
+            return
+        metrics = self.get_metrics(trainer, pl_module)
+        shown = "  ".join(f"{k} {_fmt(v)}" for k, v in metrics.items() if k != "v_num")
+        per_epoch = (time.perf_counter() - self._t0) / max(1, epoch - self._first_epoch)
+        where = f"epoch {epoch}/{total} ({100 * epoch / total:.0f}%)" if total else f"epoch {epoch}"
+        eta = f", eta {_duration(per_epoch * (total - epoch))}" if total else ""
+        log.info("%s  %s  (%s/epoch%s)", where, shown, _duration(per_epoch), eta)
+
+
+def _fmt(value: Any) -> str:
+    try:
+        return f"{float(value):.4g}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
+    minutes, sec = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{sec:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+class FlushLogs(Callback):
+    """Write the loggers' buffered rows to disk when an epoch starts and when a checkpoint is
+    saved, so that the log on disk covers every epoch a resume will not repeat."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        _save_loggers(trainer)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        _save_loggers(trainer)
+
+
+def _save_loggers(trainer: L.Trainer) -> None:
+    for lg in trainer.loggers:
+        if isinstance(lg, CSVLogger):
+            lg.save()
+
+
+def csv_history(out_dir: Path, before_step: int) -> tuple[list[str], list[dict[str, str]]] | None:
+    """The CSV log rows of ``out_dir`` (header, rows) logged before ``before_step``: what a run
+    resumed in place at that step keeps (Lightning's CSVLogger starts a new file)."""
+    path = Path(out_dir) / "csv" / "metrics.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if r.get("step", "").isdigit() and int(r["step"]) < before_step]
+        header = list(reader.fieldnames or [])
+    return header, rows
+
+
+def restore_csv_history(trainer: L.Trainer, history: tuple[list[str], list[dict[str, str]]] | None) -> None:
+    """Put the rows of ``csv_history`` back in front of a resumed run's CSV log."""
+    if not history:
+        return
+    header, rows = history
+    for lg in trainer.loggers:
+        if isinstance(lg, CSVLogger):
+            writer = lg.experiment  # creating it removes the old file; the rows are rewritten here
+            with open(writer.metrics_file_path, "w", newline="") as f:
+                out = csv.DictWriter(f, fieldnames=header)
+                out.writeheader()
+                out.writerows(rows)
+            writer.metrics_keys = sorted(header)
 
 
 def configure_runtime(cfg: DictConfig) -> None:
@@ -90,6 +204,16 @@ def configure_runtime(cfg: DictConfig) -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*litlogger.*")
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropTips())
+
+
+class _DropTips(logging.Filter):
+    """Lightning's advertisement line ("Tip: ... litlogger") in every run's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
 
 
 def build_trainer(

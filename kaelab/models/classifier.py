@@ -22,8 +22,14 @@ def decay_param_groups(module: nn.Module, weight_decay: float) -> list[dict[str,
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+CKPT_KEY = "kaelab"  # the checkpoint's kaelab section: {"base_model_key": the config key it was trained under}
+
+
 class Classifier(L.LightningModule):
-    """Trains ``build_net(net)``; test metrics land in ``self.test_results`` (accuracies in [0, 1])."""
+    """Trains ``build_net(net)``; test metrics land in ``self.test_results`` (accuracies in [0, 1]).
+
+    ``cache_key`` (set by the base-model stage) is written into every checkpoint, so that a resumed
+    run can tell whether its checkpoint was trained under the same config."""
 
     def __init__(self, net: dict, optim: dict, num_classes: int, label_smoothing: float = 0.0):
         super().__init__()
@@ -38,6 +44,12 @@ class Classifier(L.LightningModule):
         self.test_acc_macro = MulticlassAccuracy(num_classes, average="macro")
         self.test_acc_per_class = MulticlassAccuracy(num_classes, average="none")
         self.test_results: dict[str, Any] = {}
+        self.cache_key: str | None = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # None: trained under no known key (e.g. resumed from a checkpoint that records none); such
+        # a model and everything resumed from it is never registered in the cache
+        checkpoint[CKPT_KEY] = {"base_model_key": self.cache_key}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
