@@ -1,28 +1,79 @@
-"""``python -m kaelab [+experiment=NAME] [key=value ...]``: compose the Hydra config and run it."""
+"""``python -m kaelab [+experiment=NAME] [key=value ...]``: compose the Hydra config and run it.
+
+Exit codes: 0 done (metrics.json written); 2 a one-line ``kaelab: error: ...`` about the input
+(in a sweep: the failed jobs are listed once every job has run); 143 stopped by SIGTERM and 130 by
+SIGINT, with one line saying where the last checkpoint is and how to resume.
+"""
 
 from __future__ import annotations
 
+import logging
+import shlex
+import signal
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from kaelab.config import check_schema, register_configs
-from kaelab.errors import KaelabError
+from kaelab.config import check_schema, check_values, register_configs
+from kaelab.errors import ERROR_FILE, KaelabError
 
+log = logging.getLogger("kaelab")
 register_configs()
+
+
+class Terminated(BaseException):
+    """Raised by the SIGTERM handler outside a Lightning fit (not an Exception: nothing swallows it)."""
+
+
+# what the interrupt message needs: the current job's run dir, task and overrides, and the signal
+_STATE: dict[str, Any] = {"signal": None, "run_dir": None, "task": None, "overrides": []}
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    first = _STATE["signal"] is None
+    _STATE["signal"] = signum
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    # inside a Lightning fit, Lightning's own handler (which calls this one) stops the fit at the end
+    # of the epoch, once its checkpoint is written; a second SIGTERM, or one outside a fit, stops now
+    if first and signal.getsignal(signal.SIGTERM) is not _on_signal:
+        return
+    raise Terminated
 
 
 @hydra.main(version_base="1.3", config_path="pkg://kaelab.conf", config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    from kaelab.pipeline import run  # imported here so config errors surface before heavy imports
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    _STATE.update(run_dir=run_dir, task=OmegaConf.select(cfg, "task"), overrides=list(hc.overrides.task))
+    t0 = time.perf_counter()
     try:
         check_schema(cfg)
+        check_values(cfg)  # before the heavy imports below: a typo costs a second, not the import of torch
+        from kaelab.pipeline import run
+
         metrics = run(cfg)
     except KaelabError as err:
-        print(f"kaelab: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        message = " ".join(str(err).split())
+        print(f"kaelab: error: {message}", file=sys.stderr, flush=True)
+        if hc.mode != RunMode.MULTIRUN:
+            sys.exit(2)
+        # a sweep job's error fails that job only: the sweep goes on and reports it at the end
+        try:
+            (run_dir / ERROR_FILE).write_text(message + "\n")
+        except OSError:
+            pass
+        return None
+    from kaelab.metrics import summary_table
+
+    log.info("%s", summary_table(cfg, run_dir, metrics, time.perf_counter() - t0))
     # a scalar return value lets Hydra sweepers optimise it
     for key in ("kae/test_acc", "dmd/test_acc", "test/acc"):
         if key in metrics:
@@ -30,8 +81,42 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return None
 
 
+def interrupt_message(signum: int, run_dir: Path | None, task: str | None, overrides: list[str]) -> str:
+    """One line: which signal stopped the run, where its last checkpoint is, how to resume."""
+    name = signal.Signals(signum).name
+    if run_dir is None:
+        return f"kaelab: stopped by {name} before the run started"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if task == "train" and last.exists():
+        keep = [o for o in overrides if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
+        cmd = ["python", "-m", "kaelab", *keep, f"ckpt_path={last}", f"hydra.run.dir={run_dir}"]
+        return (
+            f"kaelab: stopped by {name}; no metrics.json; the last checkpoint is {last}; "
+            f"resume with: {' '.join(shlex.quote(c) for c in cmd)}"
+        )
+    stage_ckpts = sorted(run_dir.glob("*/checkpoints/last.ckpt"))
+    where = f" (partial training checkpoints: {stage_ckpts[0].parent})" if stage_ckpts else ""
+    return (
+        f"kaelab: stopped by {name}; no metrics.json in {run_dir}{where}; no resumable checkpoint for "
+        f"task={task}: rerun the same command (finished cache artifacts are reused)"
+    )
+
+
 def main() -> None:
-    _hydra_main()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _on_signal)
+    try:
+        _hydra_main()
+    except BaseException:
+        signum = _STATE["signal"]
+        if signum is None:
+            raise
+        for sig in (signal.SIGTERM, signal.SIGINT):  # the way out is not interrupted again
+            signal.signal(sig, signal.SIG_IGN)
+        print(interrupt_message(signum, _STATE["run_dir"], _STATE["task"], _STATE["overrides"]), file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.exit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -45,3 +45,64 @@ def write_metrics(path: str | os.PathLike, metrics: dict[str, Any]) -> Path:
 def scalars(metrics: dict[str, Any]) -> dict[str, float]:
     """The numeric scalar entries of a metrics dict (what loggers can take)."""
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+# (stage, its key metrics, its time) for the end-of-run summary; stages a run did not have are skipped
+SUMMARY_STAGES = (
+    ("base model", ("test/acc", "test/acc_macro", "val/acc"), "train/time_s"),
+    ("base model", ("base/test_acc", "base/test_acc_macro"), None),
+    ("KAE surrogate", ("kae/test_acc", "kae/test_acc_macro", "kae/agreement", "kae/state_fvu"), "kae/train_time_s"),
+    ("DMD hybrid", ("dmd/base_test_acc", "dmd/test_acc", "dmd/layers_replaced"), "dmd/fit_time_s"),
+)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{sec:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def summary_table(cfg: Any, run_dir: Path, metrics: dict[str, Any], elapsed_s: float) -> str:
+    """A short table for the end of a run: each stage with its key metrics and time, then where
+    the results, checkpoints and figures are."""
+    rows: list[tuple[str, str, str]] = []
+    shown: set[str] = set()
+    for stage, keys, time_key in SUMMARY_STAGES:
+        present = [k for k in keys if k in metrics]
+        if not present:
+            continue
+        shown.update(present)
+        text = "  ".join(f"{k} {_short(metrics[k])}" for k in present)
+        prefix = present[0].split("/", 1)[0]
+        if metrics.get(f"{prefix}/cache_hit") is True:
+            text += "  (from the cache)"
+        took = _duration(float(metrics[time_key])) if time_key and time_key in metrics else "-"
+        rows.append((stage, text, took))
+    covered = {k.split("/", 1)[0] for k in shown} | {"train", "val", "test", "base", "kae", "dmd"}
+    for prefix in sorted({k.split("/", 1)[0] for k in metrics if "/" in k} - covered):  # other stages
+        keys = [k for k in metrics if k.startswith(prefix + "/") and isinstance(metrics[k], float)][:4]
+        if keys:
+            rows.append((prefix, "  ".join(f"{k} {_short(metrics[k])}" for k in keys), "-"))
+    run_dir = Path(run_dir)
+    figures = sorted(run_dir.rglob("*.png"))
+    ckpts = [p for p in (run_dir / "model.ckpt", run_dir / "checkpoints" / "last.ckpt") if p.exists()]
+    where = [("results", str(run_dir / "metrics.json"))]
+    if ckpts:
+        where.append(("checkpoint", str(ckpts[0])))
+    if figures:
+        dirs = sorted({str(p.parent) for p in figures})
+        where.append(("figures", f"{len(figures)} PNG in {', '.join(dirs)}"))
+    if getattr(cfg, "paths", None) is not None:
+        where.append(("cache", str(cfg.paths.cache_dir)))
+    width = max([len(r[0]) for r in rows] + [len(w[0]) for w in where] + [5])
+    lines = [f"summary of {cfg.name} (task={cfg.task}), {_duration(elapsed_s)} in all"]
+    lines += [f"  {stage:<{width}}  {text}   [{took}]" for stage, text, took in rows]
+    lines += [f"  {name:<{width}}  {value}" for name, value in where]
+    return "\n".join(lines)

@@ -9,8 +9,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from kaelab.config import TASKS
-from kaelab.errors import ConfigError
+from kaelab.config import TASKS, check_values
+from kaelab.errors import ConfigError, writable_dir_problem
 from kaelab.metrics import write_metrics
 from kaelab.training import configure_runtime
 
