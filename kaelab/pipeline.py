@@ -28,6 +28,12 @@ TASK_FUNCTIONS = {
 def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.task not in TASKS:
         raise ConfigError(f"task must be one of {TASKS}, got {cfg.task!r}")
+    check_values(cfg)
+    # before any work: a run whose results could not be written must not start
+    for key in ("run_dir", "cache_dir"):
+        problem = writable_dir_problem(cfg.paths[key], f"paths.{key}")
+        if problem:
+            raise ConfigError(problem)
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     configure_runtime(cfg)
