@@ -1,0 +1,95 @@
+"""The edit stage (task=edit) end to end on a tiny Yin-Yang setup, its reuse of the cached KAE, and
+its bad-input errors."""
+
+import hashlib
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import FAST, run_cfg, run_cli
+
+TINY = [
+    "+experiment=yinyang_edit",
+    "data.n_train=1000",
+    "data.n_val=200",
+    "data.n_test=500",
+    "data.batch_size=100",
+    "model.epochs=60",
+    "kae.epochs=150",
+    "kae.batch_size=250",
+    "edit.figure_points=300",
+    *FAST,
+]
+
+
+def _digests(root):
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_edit_stage_forgets_reuses_the_cached_kae_and_never_modifies_it(tmp_path):
+    first = run_cfg([*TINY, "edit.target_class=2"], tmp_path)
+    assert first["kae/cache_hit"] is False  # trained by this run
+    for key in (
+        "edit/acc_per_class_before",
+        "edit/acc_per_class_after",
+        "edit/forget_acc_before",
+        "edit/forget_acc_after",
+        "edit/retain_acc_before",
+        "edit/retain_acc_after",
+        "edit/forget_predicted_as",
+        "edit/spectral_radius_before",
+        "edit/spectral_radius_after",
+        "edit/time_s",
+    ):
+        assert key in first, key
+    # the dots class is the one the surrogate gets right before the edit, and loses after it
+    assert first["edit/forget_acc_before"] > 0.8
+    assert first["edit/forget_acc_after"] < first["edit/forget_acc_before"] - 0.3
+    assert first["edit/acc_per_class_after"][2] == pytest.approx(first["edit/forget_acc_after"])
+    n_forgotten = sum(first["edit/forget_predicted_as"])  # histogram over the forgotten test samples
+    assert n_forgotten > 0
+    assert first["edit/forget_predicted_as"][2] / n_forgotten == pytest.approx(first["edit/forget_acc_after"])
+    run = tmp_path / "run"
+    ops = load_file(str(run / "edit" / "operator.safetensors"))
+    assert not torch.equal(ops["K_before"], ops["K_after"])
+    assert (run / "edit" / "observable_pcs.png").stat().st_size > 10_000
+    assert json.loads((run / "metrics.json").read_text())["edit/forget_acc_after"] == first["edit/forget_acc_after"]
+
+    kae_dir = next(p for p in (tmp_path / "cache" / "kae").iterdir() if p.is_dir() and not p.name.startswith("."))
+    before = _digests(kae_dir)
+    (tmp_path / "second").mkdir()
+    (tmp_path / "second" / "cache").symlink_to(tmp_path / "cache")
+    second = run_cfg([*TINY, "edit.target_class=[0,1]", "edit.targets=nearest_retained_centroid"], tmp_path / "second")
+    assert second["kae/cache_hit"] is True and second["base/cache_hit"] is True
+    assert second["kae/key"] == first["kae/key"]
+    assert second["edit/target_class"] == [0, 1]
+    assert second["edit/forget_acc_after"] < second["edit/forget_acc_before"]
+    assert _digests(kae_dir) == before  # byte-identical after two edits
+
+
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (["edit.target_class=3"], "edit.target_class=3 is out of range"),
+        (["edit.target_class=[]"], "edit.target_class is an empty list"),
+        (["edit.target_class=[0,1,2]"], "forgets every class"),
+        (["edit.target_class=1", "edit.targets=class_centroid", "edit.redirect_to=1"], "edit.redirect_to=1 is one of"),
+        (["edit.targets=class_centroid"], "needs edit.redirect_to"),
+        (["edit.target_class=0", "data.exclude_classes=[0]"], "edit.target_class=0 has no training samples"),
+        (["edit.lam=-1"], "edit.lam=-1"),
+        (["edit.targets=bogus"], "edit.targets must be one of"),
+    ],
+)
+def test_bad_edit_input_is_one_line_error_and_leaves_cache_untouched(tmp_path, overrides, needle):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "sentinel.txt").write_text("x")
+    before = _digests(cache)
+    res = run_cli([*TINY, *overrides, f"paths.cache_dir={cache}"], tmp_path, timeout=300)
+    assert res.returncode != 0
+    errors = [line for line in res.stderr.splitlines() if line.startswith("kaelab: error:")]
+    assert len(errors) == 1 and needle in errors[0], res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    assert _digests(cache) == before
