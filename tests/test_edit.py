@@ -25,7 +25,8 @@ TINY = [
 
 
 def _digests(root):
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def test_edit_stage_forgets_reuses_the_cached_kae_and_never_modifies_it(tmp_path):
