@@ -2,7 +2,12 @@
 """kaelab benchmarks -> outputs/bench/bench.json (one JSON object; ``make bench``).
 
 Everything is compared against limits measured in the same run:
-* ``probe``: the machine's fp32 matmul FLOP/s (torch.mm on square matrices, the best of a few sizes);
+* ``probe``: the machine's fp32 matmul FLOP/s (torch.mm on square matrices, the best of a few sizes).
+  A workload's ``fraction_of_probe`` is never measured against one probe taken at another moment
+  (a busy moment makes the workload look faster than the machine): the probe (A) and the workload
+  (B) are timed in alternation, A B A B ..., and the result is the median of the per-pair ratios,
+  with their spread (``*_spread``: min, max). A ratio above 1.0 (faster than the machine's matmul)
+  is a measurement error and is flagged (``*_measurement_error``);
 * base-model training (MNIST ResMLP at batch 128, Yin-Yang ResMLP at batch 512) through the real
   Lightning loop and datamodule, against a bare PyTorch loop doing the same steps: samples/s,
   FLOP/s (analytic count), fraction of the probe, and Lightning + data overhead per step;
@@ -18,6 +23,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -56,6 +62,54 @@ def matmul_probe(sizes=(512, 1024, 2048)) -> dict:
     return {"matmul_flops": max(best.values()), "matmul_flops_by_size": best}
 
 
+class Probe:
+    """The matmul probe at one size, to be timed again next to each workload timing."""
+
+    def __init__(self, n: int, repeat: int = 3):
+        self.n, self.repeat = n, repeat
+        self.a, self.b = torch.randn(n, n), torch.randn(n, n)
+
+    @classmethod
+    def best_of(cls, by_size: dict[str, float]) -> Probe:
+        return cls(int(max(by_size, key=by_size.get)))
+
+    def flops(self) -> float:
+        """The probe's FLOP/s now (median of a few products, after one warm-up)."""
+        return 2 * self.n**3 / timed(lambda: self.a @ self.b, repeat=self.repeat, warmup=1)
+
+
+def interleaved_fraction(prefix: str, probe: Probe, workload_flops_per_s) -> dict:
+    """``fraction_of_probe`` as the median of per-pair ratios: for each pair, the probe is timed (A)
+    and then ``workload_flops_per_s()`` measures the workload (B); ratio = B / A.
+
+    ``workload_flops_per_s`` is an iterable of the workload's FLOP/s, one per pair (each measured
+    when the iteration asks for it, right after its probe)."""
+    ratios = []
+    it = iter(workload_flops_per_s)
+    while True:
+        probe_flops = probe.flops()
+        try:
+            work = next(it)
+        except StopIteration:
+            break
+        ratios.append(work / probe_flops)
+    ratios.sort()
+    med = statistics.median(ratios)
+    return {
+        f"{prefix}fraction_of_probe": med,
+        f"{prefix}fraction_of_probe_spread": [ratios[0], ratios[-1]],
+        f"{prefix}fraction_of_probe_pairs": len(ratios),
+        # faster than the machine's matmul: the probe ran in a slow moment, not a real result
+        f"{prefix}fraction_of_probe_measurement_error": med > 1.0,
+    }
+
+
+def _timed_runs(fn, flops: float, pairs: int, repeat: int):
+    """The workload's FLOP/s, ``pairs`` times (each the median of ``repeat`` calls)."""
+    for _ in range(pairs):
+        yield flops / timed(fn, repeat=repeat, warmup=1)
+
+
 def linear_train_flops(net: nn.Module, batch: int) -> float:
     """Analytic FLOPs of one training step of the Linear layers (fwd 2MK, weight grad 2MK, input grad
     2MK except for the first layer, whose input needs no gradient)."""
@@ -64,7 +118,7 @@ def linear_train_flops(net: nn.Module, batch: int) -> float:
     return batch * (2 * sum(macs) * 2 + 2 * (sum(macs) - macs[0]))
 
 
-def bench_classifier(name: str, net_cfg: dict, in_dim: int, classes: int, batch: int, steps: int, probe: float) -> dict:
+def bench_classifier(name: str, net_cfg: dict, in_dim: int, classes: int, batch: int, steps: int, probe: Probe) -> dict:
     """Real Lightning training steps vs. the same steps in a bare PyTorch loop."""
     n = batch * steps
     x, y = torch.randn(n, in_dim), torch.randint(0, classes, (n,))
@@ -90,7 +144,9 @@ def bench_classifier(name: str, net_cfg: dict, in_dim: int, classes: int, batch:
         callbacks=[timer],
         limit_val_batches=0,
     )
+    probe_before = probe.flops()
     trainer.fit(module, datamodule=dm)
+    probe_after = probe.flops()  # the Lightning fit is one B between two As
     step_lightning = timer.dt
 
     bare = Classifier(net_cfg, optim, classes).net
@@ -104,19 +160,25 @@ def bench_classifier(name: str, net_cfg: dict, in_dim: int, classes: int, batch:
 
     step_bare = timed(bare_step, repeat=max(10, steps // 2))
     flops = linear_train_flops(bare, batch)
-    return {
+    lightning_ratios = sorted(flops / step_lightning / p for p in (probe_before, probe_after))
+    out = {
         f"{name}/batch": batch,
         f"{name}/step_s": step_lightning,
         f"{name}/samples_per_s": batch / step_lightning,
         f"{name}/flops": flops / step_lightning,
-        f"{name}/fraction_of_probe": flops / step_lightning / probe,
+        f"{name}/fraction_of_probe": sum(lightning_ratios) / 2,
+        f"{name}/fraction_of_probe_spread": lightning_ratios,
+        f"{name}/fraction_of_probe_pairs": 2,
+        f"{name}/fraction_of_probe_measurement_error": sum(lightning_ratios) / 2 > 1.0,
         f"{name}/bare_torch_step_s": step_bare,
-        f"{name}/bare_torch_fraction_of_probe": flops / step_bare / probe,
         f"{name}/framework_overhead": max(0.0, (step_lightning - step_bare) / step_lightning),
     }
+    pairs = max(5, steps // 8)
+    out.update(interleaved_fraction(f"{name}/bare_torch_", probe, _timed_runs(bare_step, flops, pairs, repeat=4)))
+    return out
 
 
-def bench_kae(batch: int, steps: int, probe: float, dim=784, hidden=1000, latent=800, k=10) -> dict:
+def bench_kae(batch: int, steps: int, probe: Probe, dim=784, hidden=1000, latent=800, k=10) -> dict:
     """One MNIST-KAE optimisation step, split into matrix exponential and network."""
     torch.manual_seed(0)
     kae = KoopmanAutoencoder(dim, [hidden], latent, k, dict(recon=1, linear=1, state=1, iso=1e-3))
@@ -150,12 +212,13 @@ def bench_kae(batch: int, steps: int, probe: float, dim=784, hidden=1000, latent
     # backward: 2 matmuls per forward product that carries a gradient
     expm_flops = (1 + 3 * (5 + squarings)) * 2 * latent**3
     total = net_flops + dist_flops + expm_flops
+    pairs = interleaved_fraction("kae_mnist/", probe, _timed_runs(step, total, max(5, steps), repeat=1))
     return {
+        **pairs,
         "kae_mnist/batch": batch,
         "kae_mnist/step_s": step_s,
         "kae_mnist/samples_per_s": batch / step_s,
         "kae_mnist/flops": total / step_s,
-        "kae_mnist/fraction_of_probe": total / step_s / probe,
         "kae_mnist/expm_fwd_bwd_s": expm_s,
         "kae_mnist/expm_squarings": squarings,
         "kae_mnist/network_s": step_s - expm_s,
@@ -170,7 +233,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "outputs" / "bench" / "bench.json"))
     parser.add_argument("--quick", action="store_true", help="few steps (smoke test), numbers not meaningful")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["base", "kae", "dmd"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["base", "kae", "dmd", "topology"])
     args = parser.parse_args(argv)
     steps = 6 if args.quick else 40
     out: dict = {
@@ -181,7 +244,7 @@ def main(argv=None) -> dict:
         "quick": args.quick,
     }
     out.update(matmul_probe((256,) if args.quick else (512, 1024, 2048)))
-    probe = out["matmul_flops"]
+    probe = Probe.best_of(out["matmul_flops_by_size"])
     if "base" not in args.skip:
         out.update(
             bench_classifier(
@@ -218,10 +281,20 @@ def main(argv=None) -> dict:
         from bench_dmd import bench_dmd
 
         bench_dmd(out, quick=args.quick)
+    if "topology" not in args.skip:
+        from bench_topology import bench_topology
+
+        bench_topology(out, quick=args.quick)
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, sort_keys=True))
     print(json.dumps(out, indent=2, sort_keys=True))
+    for key in sorted(k for k, v in out.items() if k.endswith("_measurement_error") and v):
+        ratio = key.removesuffix("_measurement_error")
+        print(
+            f"bench: measurement error: {ratio} = {out[ratio]:.2f} > 1.0 (the probe ran in a slower moment than the "
+            "workload; rerun on an idle machine)"
+        )
     print(f"wrote {path}")
     return out
 
