@@ -106,3 +106,23 @@ def test_augmentation_is_seeded_by_step_and_train_only(data_dir):
     assert not torch.equal(dm.on_after_batch_transfer((x, y), 0)[0], a)
     dm.trainer = SimpleNamespace(training=False, global_step=8)
     assert torch.equal(dm.on_after_batch_transfer((x, y), 0)[0], x)
+
+
+def test_exclude_classes_removes_them_from_train_and_val_only():
+    dm = YinYangDataModule(n_train=600, n_val=300, n_test=300, exclude_classes=[2])
+    dm.setup()
+    for split in ("train", "val"):
+        assert 2 not in dm.tensors(split)[1].tolist()
+        assert {0, 1} <= set(dm.tensors(split)[1].tolist())
+    assert 2 in dm.tensors("test")[1].tolist()  # the test split keeps the forgotten class, to measure it
+    full = YinYangDataModule(n_train=600, n_val=300, n_test=300)
+    full.setup()
+    keep = full.tensors("train")[1] != 2
+    assert torch.equal(dm.tensors("train")[0], full.tensors("train")[0][keep])
+
+
+def test_train_loader_drops_a_single_sample_last_batch_only():
+    # 257 = 2 x 128 + 1: a last batch of one sample would break BatchNorm in training
+    assert [len(b) for b in ShuffledBatches(257, 128, drop_singleton=True)] == [128, 128]
+    assert [len(b) for b in ShuffledBatches(258, 128, drop_singleton=True)] == [128, 128, 2]
+    assert [len(b) for b in ShuffledBatches(257, 128)] == [128, 128, 1]  # evaluation keeps every sample

@@ -24,10 +24,22 @@ from kaelab.errors import ConfigError
 class ShuffledBatches(Sampler[torch.Tensor]):
     """Yields index batches of a fresh permutation per epoch, seeded by ``seed + epoch``."""
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False):
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        drop_singleton: bool = False,
+    ):
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.n, self.batch_size, self.shuffle, self.seed, self.drop_last = n, batch_size, shuffle, seed, drop_last
+        # a last batch of one sample cannot train BatchNorm (its batch variance is undefined): with
+        # drop_singleton it is dropped (e.g. 49,577 MNIST images without one class at batch 128)
+        if drop_singleton and n > 1 and n % batch_size == 1:
+            self.drop_last = True
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -47,11 +59,17 @@ class ShuffledBatches(Sampler[torch.Tensor]):
 
 
 def batch_loader(
-    dataset: TensorDataset, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False
+    dataset: TensorDataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    drop_last: bool = False,
+    drop_singleton: bool = False,
 ) -> DataLoader:
     """A DataLoader over an in-memory TensorDataset that gathers whole batches at once."""
     n = len(dataset)
-    sampler = ShuffledBatches(n, min(batch_size, n), shuffle=shuffle, seed=seed, drop_last=drop_last)
+    bs = min(batch_size, n)
+    sampler = ShuffledBatches(n, bs, shuffle=shuffle, seed=seed, drop_last=drop_last, drop_singleton=drop_singleton)
     return DataLoader(dataset, sampler=sampler, batch_size=None)
 
 
@@ -114,7 +132,9 @@ class TensorDataModule(L.LightningDataModule):
         return self.splits[split].tensors  # type: ignore[return-value]
 
     def train_dataloader(self) -> DataLoader:
-        return batch_loader(self.splits["train"], self.batch_size, shuffle=True, seed=self.shuffle_seed)
+        return batch_loader(
+            self.splits["train"], self.batch_size, shuffle=True, seed=self.shuffle_seed, drop_singleton=True
+        )
 
     def val_dataloader(self):
         if "val" not in self.splits:
