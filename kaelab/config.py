@@ -264,7 +264,7 @@ def check_values(cfg: DictConfig) -> None:
 
         if not torch.cuda.is_available():
             raise ConfigError(f"trainer.accelerator={accelerator} needs a CUDA GPU, none is visible (use trainer=cpu)")
-    for key in ("model.epochs", "data.batch_size", "data.eval_batch_size", "data.n_train", "data.n_val", "data.n_test"):
+    for key in ("model.epochs", "data.batch_size", "data.eval_batch_size", "data.n_train", "data.n_test"):
         at_least(key, 1)
     for key in ("trainer.num_threads", "trainer.check_val_every_n_epoch", "trainer.log_every_n_steps"):
         at_least(key, 1)
@@ -272,7 +272,7 @@ def check_values(cfg: DictConfig) -> None:
         at_least(key, 1)
     for key in ("model.net.in_dim", "model.net.out_dim", "model.net.width", "model.net.n_blocks"):
         at_least(key, 1)
-    for key in ("model.optim.momentum", "model.optim.weight_decay", "data.augment_shift"):
+    for key in ("model.optim.momentum", "model.optim.weight_decay", "data.augment_shift", "data.n_val"):
         at_least(key, 0)
     if OmegaConf.select(cfg, "model.optim.lr", default=1.0) <= 0:
         raise ConfigError(f"model.optim.lr={cfg.model.optim.lr} must be > 0")
@@ -291,5 +291,5 @@ def check_values(cfg: DictConfig) -> None:
     if out_dim is not None and len(set(excluded)) >= out_dim:
         raise ConfigError(f"data.exclude_classes={list(excluded)} leaves no class to train on")
     val_size = OmegaConf.select(cfg, "data.val_size", default=None)
-    if val_size is not None and not 1 <= val_size < 60000:
-        raise ConfigError(f"data.val_size={val_size} must be in [1, 60000) (carved from the 60,000 MNIST images)")
+    if val_size is not None and not 0 <= val_size < 60000:
+        raise ConfigError(f"data.val_size={val_size} must be in [0, 60000) (carved from the 60,000 MNIST images)")
