@@ -13,7 +13,8 @@ Everything is compared against limits measured in the same run:
   FLOP/s (analytic count), fraction of the probe, and Lightning + data overhead per step;
 * the MNIST KAE step (batch 512): samples/s, FLOP/s, time split into matrix exponential
   (forward + backward) and network, and kaelab's expm against torch.linalg.matrix_exp;
-* the DMD stage (scripts/bench_dmd.py): fit time and hybrid inference throughput.
+* the DMD stage (scripts/bench_dmd.py): fit time and hybrid inference throughput;
+* the edit stage (scripts/bench_edit.py): an MNIST-sized unlearning edit against the retrain it replaces.
 """
 
 from __future__ import annotations
@@ -233,7 +234,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "outputs" / "bench" / "bench.json"))
     parser.add_argument("--quick", action="store_true", help="few steps (smoke test), numbers not meaningful")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["base", "kae", "dmd", "topology"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["base", "kae", "dmd", "topology", "edit"])
     args = parser.parse_args(argv)
     steps = 6 if args.quick else 40
     out: dict = {
@@ -285,6 +286,10 @@ def main(argv=None) -> dict:
         from bench_topology import bench_topology
 
         bench_topology(out, quick=args.quick)
+    if "edit" not in args.skip:
+        from bench_edit import bench_edit
+
+        bench_edit(out, quick=args.quick)
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, sort_keys=True))
