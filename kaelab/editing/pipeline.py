@@ -182,6 +182,7 @@ def edit_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     m["edit/retain_changed"] = (after[~fmask] != before[~fmask]).double().mean().item()
     m["edit/spectral_radius_before"], m["edit/spectral_radius_after"] = eig_b, eig_a
     m["edit/time_s"], m["edit/solve_time_s"] = edit.time_s, edit.solve_time_s
+    m["edit/exclusive_energy"] = edit.exclusive_energy
     m.update({"edit/n_edit_keys": info.n_edit, "edit/n_preserved_keys": info.n_preserve, "edit/form": info.form})
     m.update({"edit/solver": info.solver, "edit/cond": info.cond, "edit/fallback": info.fallback_reason or ""})
     m["edit/delta_rel_norm"] = (

@@ -36,6 +36,25 @@ class OperatorEdit:
     info: EditInfo
     time_s: float  # the whole of Algorithm 1 (encoding, keys, targets, EMMET)
     solve_time_s: float  # EMMET alone
+    exclusive_energy: float  # of the edit keys, outside the retained keys' principal subspace
+
+
+def exclusive_energy(keys_edit: torch.Tensor, keys_keep: torch.Tensor, keep: float = 0.99) -> float:
+    """Fraction of the edit keys' energy (sum of squared norms) outside the subspace that holds
+    ``keep`` of the retained keys' energy (rows are keys).
+
+    A linear edit can move the forgotten outputs without moving the retained ones only along
+    directions the retained keys do not use: near 0, every direction that carries a forgotten key
+    also carries retained ones, and EMMET must trade forgetting against retention (Yin-Yang's
+    20-d observables); near 1, the forgotten class has directions of its own (MNIST's 800-d ones).
+    """
+    k0 = keys_keep.double()
+    evals, evecs = torch.linalg.eigh(k0.T @ k0)  # ascending; the right singular vectors of k0
+    evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
+    energy = evals.cumsum(0) / evals.sum()
+    r = int((energy < keep).sum().item()) + 1
+    inside = (keys_edit.double() @ evecs[:, :r]).pow(2).sum()
+    return 1.0 - (inside / keys_edit.double().pow(2).sum()).item()
 
 
 @torch.no_grad()
@@ -84,7 +103,7 @@ def unlearn_classes(
     t1 = time.perf_counter()
     K_after, info = emmet(K, keys_edit.T, values.T, keys_keep.T, mu=mu, lam=lam, form=form)  # step 4
     t2 = time.perf_counter()
-    return OperatorEdit(K_before=K, K_after=K_after, info=info, time_s=t2 - t0, solve_time_s=t2 - t1)
+    return OperatorEdit(K, K_after, info, t2 - t0, t2 - t1, exclusive_energy(keys_edit, keys_keep))
 
 
 def spectral_radius(K: torch.Tensor) -> float:
