@@ -194,11 +194,13 @@ def register_configs() -> None:
     from kaelab.dmd.config import DMDConfig
     from kaelab.editing.config import EditConfig
     from kaelab.koopman.config import KAEConfig
+    from kaelab.topology.config import TopologyConfig
 
     cs = ConfigStore.instance()
     cs.store(group="edit", name="edit_schema", node=EditConfig)
     cs.store(group="kae", name="kae_schema", node=KAEConfig)
     cs.store(group="dmd", name="dmd_schema", node=DMDConfig)
+    cs.store(group="topology", name="topology_schema", node=TopologyConfig)
     cs.store(name="config_schema", node=Config)
     cs.store(group="data", name="yinyang_schema", node=YinYangDataConfig)
     cs.store(group="data", name="mnist_schema", node=MNISTDataConfig)

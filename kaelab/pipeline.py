@@ -22,6 +22,7 @@ TASK_FUNCTIONS = {
     "kae": "kaelab.koopman.pipeline:kae_task",
     "dmd": "kaelab.dmd.pipeline:dmd_task",
     "edit": "kaelab.editing.pipeline:edit_task",
+    "topology": "kaelab.topology.pipeline:topology_task",
 }
 
 

@@ -1,0 +1,269 @@
+"""Benchmark of the topology stage: kaelab's exact MST beta_0 curve against giotto-ph and GUDHI, and
+beta_1 at eps with GUDHI (with and without edge collapse) against giotto-ph, on the same inputs.
+
+``bench_topology(out)`` adds ``topology/...`` numbers to ``out`` (scripts/bench.py calls it); run
+standalone it writes ``outputs/bench/topology.json``. Timings are medians of interleaved runs
+(A, B, A, B, ...) in one process, so a ratio compares the methods under the same machine load.
+
+Input: the 10,000 MNIST test images through the cached MNIST base model of ``+experiment=mnist_topology``
+(its first layer, ``input_layer``, 784-d), preprocessed as in the KAE paper (Sec. 3.3: centred,
+PCA, Frobenius norm 100, fitted here on this matrix); without a cached model the 10,000 test images
+themselves (784-d), and without MNIST files a Gaussian cloud of that shape. ``input`` says which.
+
+* ``topology/beta0_curve``: the whole beta_0 curve (every filtration value) of the 10,000 points:
+  ``mst`` (kaelab.topology.betti: BLAS distances + Prim + exact float64 edge lengths) against
+  ``giotto`` (``gph.ripser_parallel(X, maxdim=0)``); curves compared on a 200-value grid and
+  bar by bar. GUDHI's Rips complex (max dimension 1, edges up to the longest MST edge, so the
+  whole curve) runs on subsamples of growing size in a child process with a 60 s limit; the
+  largest it finishes is timed against the MST on the same subsample.
+* ``topology/beta1``: beta_1 at eps on 2,000 of the points: GUDHI with edge collapse, GUDHI
+  without, giotto-ph (``maxdim=1, thresh=eps``); the numbers must agree.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from kaelab.topology import betti as B  # noqa: E402
+
+GUDHI_LIMIT_S = 60.0
+BETA1_EPS_MNIST = 0.166  # the paper's layer filtration value
+
+
+def interleaved(fns: dict, repeats: int) -> tuple[dict[str, float], dict[str, list[float]], dict]:
+    """Run each fn once per round, in turn (A, B, A, B, ...); median seconds, all times, last results."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    results: dict = {}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}, times, results
+
+
+def load_points(n: int = 10000) -> tuple[np.ndarray, str, float | None]:
+    """(points [n, 784] float64, description, the paper's eps if these are preprocessed representations)."""
+    try:
+        from hydra import compose, initialize_config_module
+
+        from kaelab.base_model import base_model, base_model_key
+        from kaelab.cache import ArtifactCache
+        from kaelab.config import register_configs
+        from kaelab.data import build_datamodule
+
+        register_configs()
+        overrides = ["+experiment=mnist_topology", "data.download=false", "paths.run_dir=/tmp/kaelab_bench"]
+        with initialize_config_module(version_base="1.3", config_module="kaelab.conf"):
+            cfg = compose(config_name="config", overrides=overrides)
+        if not ArtifactCache(cfg.paths.cache_dir).exists("base_model", base_model_key(cfg)):
+            dm = build_datamodule(cfg.data)
+            dm.prepare_data()
+            dm.setup()
+            x = dm.tensors("test")[0][:n].reshape(-1, 784)
+            return x.double().numpy(), f"MNIST test images [{len(x)}, 784] (no cached base model)", None
+        base = base_model(cfg, Path("/tmp/kaelab_bench/base_model"))  # from the cache: never trains here
+    except Exception as err:  # no MNIST files: shapes only
+        g = torch.Generator().manual_seed(0)
+        return torch.randn(n, 784, generator=g).double().numpy(), f"gaussian cloud [{n}, 784] ({err})", None
+    from kaelab.koopman.preprocessing import Chain, FrobeniusNormalize, MeanCenter, PCAProjection
+    from kaelab.koopman.representations import extract
+
+    x = base.datamodule.tensors("test")[0][:n]
+    rep = extract(base.net, ["input_layer"], x)["input_layer"]
+    pts = Chain(MeanCenter(), PCAProjection(None), FrobeniusNormalize(100.0)).fit_transform(rep)
+    desc = f"MNIST test representations [{len(pts)}, 784]: input_layer of the cached mnist_topology base model"
+    desc += ", preprocessed (Sec. 3.3)"
+    return pts.double().numpy(), desc, BETA1_EPS_MNIST
+
+
+# GUDHI runs in a forked child that can be stopped at the time limit (its C++ loop cannot be interrupted)
+_POINTS: np.ndarray | None = None
+
+
+def _gudhi_child(idx, thresh, conn) -> None:
+    t0 = time.perf_counter()
+    bars = B.diagrams_gudhi(_POINTS[idx], 0, thresh)[0]
+    conn.send((time.perf_counter() - t0, bars))
+    conn.close()
+
+
+def gudhi_timed(points: np.ndarray, idx: np.ndarray, thresh: float, limit: float):
+    """(seconds, H0 bars) of GUDHI on points[idx], or None past ``limit`` seconds."""
+    global _POINTS
+    _POINTS = points
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_gudhi_child, args=(idx, thresh, child))
+    proc.start()
+    child.close()
+    if parent.poll(limit):
+        out = parent.recv()
+        proc.join()
+        return out
+    proc.kill()
+    proc.join()
+    return None
+
+
+def giotto_bars(points: np.ndarray, maxdim: int, thresh: float = np.inf) -> list[np.ndarray]:
+    from gph import ripser_parallel
+
+    dgms = ripser_parallel(points, maxdim=maxdim, thresh=thresh, n_threads=-1)["dgms"]
+    return [np.asarray(d, dtype=np.float64) for d in dgms]
+
+
+def bench_beta0(points: np.ndarray, repeats: int, gudhi_sizes: list[int], gudhi_limit: float) -> dict:
+    out: dict = {}
+    n = len(points)
+    grid_holder: dict = {}
+
+    def mst():
+        _, lengths = B.mst_edges(points)
+        grid_holder["lengths"] = lengths
+        return lengths
+
+    def giotto():
+        return giotto_bars(points, 0)[0]
+
+    med, times, res = interleaved({"mst": mst, "giotto": giotto}, repeats)
+    lengths = res["mst"]
+    grid = np.linspace(0, lengths.max() * 1.05, 200)
+    curve_mst = B.beta0_from_mst(lengths, grid)
+    curve_giotto = B.betti_from_bars(res["giotto"], grid)
+    gdeaths = np.sort(res["giotto"][np.isfinite(res["giotto"][:, 1]), 1])
+    mdeaths = np.sort(lengths[lengths > 0])
+    out.update(
+        {
+            "topology/beta0_curve/n_points": n,
+            "topology/beta0_curve/mst_s": med["mst"],
+            "topology/beta0_curve/giotto_s": med["giotto"],
+            "topology/beta0_curve/mst_times_s": times["mst"],
+            "topology/beta0_curve/giotto_times_s": times["giotto"],
+            "topology/beta0_curve/speedup_vs_giotto": med["giotto"] / med["mst"],
+            "topology/beta0_curve/same_curve_as_giotto": bool(np.array_equal(curve_mst, curve_giotto)),
+            "topology/beta0_curve/giotto_max_abs_death_diff": float(np.abs(gdeaths - mdeaths).max())
+            if len(gdeaths) == len(mdeaths)
+            else float("nan"),
+            "topology/beta0_curve/longest_mst_edge": float(lengths.max()),
+        }
+    )
+    # GUDHI: the largest subsample that finishes within the limit, then MST / giotto on the same subsample
+    rng = np.random.default_rng(0)
+    best = None
+    for size in gudhi_sizes:
+        size = min(size, n)
+        idx = np.sort(rng.choice(n, size, replace=False)) if size < n else np.arange(n)
+        thresh = float(B.mst_edges(points[idx])[1].max(initial=0.0))
+        r = gudhi_timed(points, idx, thresh, gudhi_limit)
+        out[f"topology/beta0_curve/gudhi_s_at_{size}"] = None if r is None else r[0]
+        if r is None:
+            break
+        best = (size, idx, thresh, r)
+        if size == n or r[0] * 4.5 > gudhi_limit:  # the next size would not finish in time
+            break
+    if best is not None:
+        size, idx, thresh, (gudhi_s, bars) = best
+        sub = points[idx]
+        rounds = [gudhi_s]
+        for _ in range(repeats - 1):
+            r = gudhi_timed(points, idx, thresh, gudhi_limit)
+            if r is None:
+                break
+            rounds.append(r[0])
+        med_sub, _, res_sub = interleaved(
+            {"mst": lambda: B.mst_edges(sub)[1], "giotto": lambda: giotto_bars(sub, 0)[0]}, repeats
+        )
+        g = np.linspace(0, thresh * 1.05, 200)
+        out.update(
+            {
+                "topology/beta0_curve/gudhi_n_points": size,
+                "topology/beta0_curve/gudhi_s": statistics.median(rounds),
+                "topology/beta0_curve/mst_s_same_subsample": med_sub["mst"],
+                "topology/beta0_curve/giotto_s_same_subsample": med_sub["giotto"],
+                "topology/beta0_curve/speedup_vs_gudhi_same_subsample": statistics.median(rounds) / med_sub["mst"],
+                "topology/beta0_curve/same_curve_as_gudhi": bool(
+                    np.array_equal(B.beta0_from_mst(res_sub["mst"], g), B.betti_from_bars(bars, g))
+                ),
+            }
+        )
+    return out
+
+
+def bench_beta1(points: np.ndarray, eps: float, repeats: int) -> dict:
+    fns = {
+        "gudhi_collapse": lambda: B.betti_from_bars(B.diagrams_gudhi(points, 1, eps, collapse=True)[1], [eps])[0],
+        "gudhi_no_collapse": lambda: B.betti_from_bars(B.diagrams_gudhi(points, 1, eps, collapse=False)[1], [eps])[0],
+        "giotto": lambda: B.betti_from_bars(giotto_bars(points, 1, eps)[1], [eps])[0],
+    }
+    med, times, res = interleaved(fns, repeats)
+    d2 = B.pairwise_sq_distances(torch.as_tensor(points))
+    return {
+        "topology/beta1/n_points": len(points),
+        "topology/beta1/eps": eps,
+        "topology/beta1/edges_at_eps": int(((d2 <= eps * eps).sum().item() - len(points)) // 2),
+        "topology/beta1/value": {k: int(v) for k, v in res.items()},
+        "topology/beta1/same_numbers": len({int(v) for v in res.values()}) == 1,
+        **{f"topology/beta1/{k}_s": v for k, v in med.items()},
+        **{f"topology/beta1/{k}_times_s": v for k, v in times.items()},
+        "topology/beta1/collapse_speedup": med["gudhi_no_collapse"] / med["gudhi_collapse"],
+        "topology/beta1/gudhi_collapse_vs_giotto": med["giotto"] / med["gudhi_collapse"],
+    }
+
+
+def degree_eps(points: np.ndarray, degree: float = 20.0) -> float:
+    """The eps at which the Rips graph has ``degree`` edges per point on average."""
+    d2 = B.pairwise_sq_distances(torch.as_tensor(points))
+    off = d2[torch.triu(torch.ones_like(d2, dtype=torch.bool), diagonal=1)]
+    q = min(1.0, degree / (len(points) - 1))
+    return float(torch.quantile(off[torch.randperm(len(off))[:1_000_000]], q).sqrt())
+
+
+def bench_topology(out: dict, quick: bool = False) -> dict:
+    t0 = time.perf_counter()
+    if quick:  # smoke test: tiny inputs, numbers not meaningful
+        g = torch.Generator().manual_seed(0)
+        points, desc = torch.randn(300, 16, generator=g).double().numpy(), "gaussian cloud [300, 16] (quick)"
+        t = np.linspace(0, 2 * np.pi, 120, endpoint=False)
+        circle = np.stack([np.cos(t), np.sin(t)], 1) + np.random.default_rng(0).normal(scale=0.03, size=(120, 2))
+        sub, eps = circle, 0.5
+    else:
+        points, desc, eps = load_points(10000)
+        sub = points[np.sort(np.random.default_rng(1).choice(len(points), min(2000, len(points)), replace=False))]
+        if eps is None:  # no paper setting for this input: about 20 neighbours per point
+            eps = degree_eps(sub)
+    res: dict = {"topology/input": desc, "topology/threads": torch.get_num_threads()}
+    warm = points[:50]  # first calls load libraries and start thread pools: not part of the timings
+    B.mst_edges(warm), giotto_bars(warm, 1, np.inf), B.diagrams_gudhi(warm, 1, np.inf)
+    res.update(
+        bench_beta0(
+            points,
+            repeats=1 if quick else 3,
+            gudhi_sizes=[300] if quick else [1000, 2000, 4000, 6000, 8000, 10000],
+            gudhi_limit=20.0 if quick else GUDHI_LIMIT_S,
+        )
+    )
+    res.update(bench_beta1(sub, eps, repeats=1 if quick else 3))
+    res["topology/bench_time_s"] = time.perf_counter() - t0
+    out.update(res)
+    return res
+
+
+if __name__ == "__main__":
+    result = bench_topology({}, quick="--quick" in sys.argv)
+    path = REPO / "outputs" / "bench" / "topology.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, sort_keys=True))
+    print(json.dumps(result, indent=2, sort_keys=True))
+    print(f"wrote {path}")
