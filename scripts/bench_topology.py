@@ -92,10 +92,26 @@ def load_points(n: int = 10000) -> tuple[np.ndarray, str, float | None]:
 _POINTS: np.ndarray | None = None
 
 
-def _gudhi_child(idx, thresh, conn) -> None:
-    t0 = time.perf_counter()
-    bars = B.diagrams_gudhi(_POINTS[idx], 0, thresh)[0]
-    conn.send((time.perf_counter() - t0, bars))
+def _memory_limit() -> int:
+    """Address-space cap for the GUDHI child: 40% of the available memory (at most 8 GiB), so that a
+    Rips complex too large for the machine fails in the child instead of waking the OOM killer."""
+    try:
+        avail = next(int(ln.split()[1]) * 1024 for ln in open("/proc/meminfo") if ln.startswith("MemAvailable"))
+    except (OSError, StopIteration):
+        avail = 8 << 30
+    return int(min(8 << 30, 0.4 * avail))
+
+
+def _gudhi_child(idx, thresh, conn, mem_limit) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (mem_limit, mem_limit))
+    try:
+        t0 = time.perf_counter()
+        bars = B.diagrams_gudhi(_POINTS[idx], 0, thresh)[0]
+        conn.send((time.perf_counter() - t0, bars))
+    except MemoryError:
+        conn.send(None)
     conn.close()
 
 
@@ -105,16 +121,18 @@ def gudhi_timed(points: np.ndarray, idx: np.ndarray, thresh: float, limit: float
     _POINTS = points
     ctx = mp.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_gudhi_child, args=(idx, thresh, child))
+    proc = ctx.Process(target=_gudhi_child, args=(idx, thresh, child, _memory_limit()))
     proc.start()
     child.close()
+    out = None
     if parent.poll(limit):
-        out = parent.recv()
-        proc.join()
-        return out
+        try:
+            out = parent.recv()  # None: out of memory
+        except EOFError:  # the child died (e.g. std::bad_alloc)
+            out = None
     proc.kill()
     proc.join()
-    return None
+    return out
 
 
 def giotto_bars(points: np.ndarray, maxdim: int, thresh: float = np.inf) -> list[np.ndarray]:
@@ -171,8 +189,9 @@ def bench_beta0(points: np.ndarray, repeats: int, gudhi_sizes: list[int], gudhi_
         if r is None:
             break
         best = (size, idx, thresh, r)
-        if size == n or r[0] * 4.5 > gudhi_limit:  # the next size would not finish in time
-            break
+        bigger = [s for s in gudhi_sizes if s > size]
+        if size == n or not bigger or r[0] * (bigger[0] / size) ** 2 * 1.2 > gudhi_limit:
+            break  # the next size would not finish in time (edges grow as n^2)
     if best is not None:
         size, idx, thresh, (gudhi_s, bars) = best
         sub = points[idx]

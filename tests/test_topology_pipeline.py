@@ -49,7 +49,7 @@ def test_topology_metrics_csvs_and_figures(tiny_run):
     assert len(m["topology/beta0_layers"]) == 6  # input layer + 5 blocks
     assert len(m["topology/beta0_steps"]) == 13  # k + 1 decoded states
     assert all(1 <= b <= 300 for b in m["topology/beta0_layers"] + m["topology/beta0_steps"])
-    assert m["topology/n_points"] == 300 and m["topology/layer_eps"] == 0.1
+    assert m["topology/n_points"] == 300 and m["topology/layer_eps"] == 0.3
     for key in ("distance", "distance_h0", "distance_h1", "bottleneck_h0", "bottleneck_h1", "eps_max"):
         assert m[f"topology/curves/{key}"] >= 0, key
     with open(run / "topology_layers.csv") as f:
@@ -80,6 +80,16 @@ def test_topology_reuses_cached_kae_and_matches_pure_functions(tiny_run, tmp_pat
     assert again["base/cache_hit"] is True and again["kae/cache_hit"] is True
     assert again["topology/beta0_layers"] == first["topology/beta0_layers"]  # gudhi == mst
     assert again["topology/beta0_steps"] == first["topology/beta0_steps"]
+
+
+def test_figures_go_to_tensorboard(tiny_run, tmp_path):
+    tmp, _ = tiny_run
+    (tmp_path / "cache").symlink_to(tmp / "cache")
+    overrides = [*TINY, "logger=tensorboard", "topology.steps=false", "topology.curves=false"]
+    m = run_cfg(overrides, tmp_path)
+    assert m["topology/figures"] == ["topology_beta0.png", "topology_layers_pca.png"]
+    events = list((tmp_path / "run" / "topology" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and max(e.stat().st_size for e in events) > 10_000  # scalars and two images
 
 
 @pytest.mark.parametrize(

@@ -143,8 +143,10 @@ def topology_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if tc.layers:
         rows = []
         t0 = time.perf_counter()
+        # the KAE's own preprocessing of x_i and x_j is this same fit (without the rotation of x_i)
+        fitted = {art.source: art.prep.source, art.target: art.prep.target} if art is not None else {}
         for j, name in enumerate(names):
-            prep = layer_preprocessor(data.reps["train"][name], q, scale)
+            prep = fitted.get(name) or layer_preprocessor(data.reps["train"][name], q, scale)
             pts = prep.transform(reps[name][idx])
             b0 = B.betti_numbers(pts, tc.layer_eps, 0, tc.backend)[0]
             layer_beta0.append(b0)
