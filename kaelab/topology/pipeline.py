@@ -298,4 +298,6 @@ def topology_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         from kaelab.viz.dmd import log_images
 
         log_images(loggers, images)
+    for lg in loggers:  # flush the images (TensorBoard writes them on its own schedule otherwise)
+        lg.finalize("success")
     return metrics
