@@ -27,6 +27,7 @@ from kaelab.models import Classifier
 
 YY = ["+experiment=yinyang_mlp", "data.n_train=100", "data.n_val=50", "data.n_test=50", "callbacks=minimal"]
 KAE = ["+experiment=yinyang_kae", "data.n_train=100", "data.n_val=50", "data.n_test=50", "callbacks=minimal"]
+EDIT = ["+experiment=yinyang_edit", "data.n_train=100", "data.n_val=50", "data.n_test=50", "callbacks=minimal"]
 DMD = ["+experiment=yinyang_dmd", "data.n_train=100", "data.n_val=50", "data.n_test=50", "callbacks=minimal"]
 
 
@@ -120,13 +121,37 @@ CASES = [
         "mnist-missing-offline",
         ["+experiment=mnist_mlp", "paths.data_dir={empty_data}", "data.download=false"],
         "KAELAB_DATA_DIR",
-    ),  # fmt: skip
+    ),
     # unwritable or occupied paths
     ("cache-under-a-file", [*YY, "paths.cache_dir={a_file}/cache"], "paths.cache_dir"),
     ("cache-is-a-file", [*YY, "paths.cache_dir={a_file}"], "paths.cache_dir"),
     ("run-dir-under-a-file", [*YY, "hydra.run.dir={a_file}/run"], "hydra.run.dir"),
     ("run-dir-not-empty", [*YY, "hydra.run.dir={used_run}"], "hydra.run.dir"),
     ("sweep-dir-under-a-file", ["-m", *YY, "seed=0,1", "hydra.sweep.dir={a_file}/sweep"], "hydra.sweep.dir"),
+    # the edit stage (target classes, redirect, regularisers, strategy)
+    ("edit-class-range", [*EDIT, "edit.target_class=3"], "edit.target_class"),
+    ("edit-class-negative", [*EDIT, "edit.target_class=-1"], "edit.target_class"),
+    ("edit-class-empty", [*EDIT, "edit.target_class=[]"], "edit.target_class"),
+    ("edit-class-type", [*EDIT, "edit.target_class=[yin]"], "edit.target_class"),
+    ("edit-every-class", [*EDIT, "edit.target_class=[0,1,2]"], "edit.target_class"),
+    ("edit-no-training-samples", [*EDIT, "edit.target_class=0", "data.exclude_classes=[0]"], "edit.target_class"),
+    (
+        "edit-redirect-forgotten",
+        [*EDIT, "edit.targets=class_centroid", "edit.target_class=1", "edit.redirect_to=1"],
+        "edit.redirect_to",
+    ),
+    ("edit-redirect-missing", [*EDIT, "edit.targets=class_centroid"], "edit.redirect_to"),
+    ("edit-redirect-range", [*EDIT, "edit.targets=class_centroid", "edit.redirect_to=7"], "edit.redirect_to"),
+    ("edit-lambda", [*EDIT, "edit.lam=-1"], "edit.lam"),
+    ("edit-mu", [*EDIT, "edit.mu=-0.1"], "edit.mu"),
+    ("edit-targets", [*EDIT, "edit.targets=bogus"], "edit.targets"),
+    ("edit-form", [*EDIT, "edit.form=big"], "edit.form"),
+    ("edit-keys-from", [*EDIT, "edit.keys_from=somewhere"], "edit.keys_from"),
+    (
+        "edit-retrain-with-checkpoint",
+        [*EDIT, "edit.compare_retrain=true", "model.checkpoint={mlp.ckpt}"],
+        "edit.compare_retrain",
+    ),
 ]
 
 

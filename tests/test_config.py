@@ -16,7 +16,7 @@ def test_every_experiment_composes_and_resolves(experiment, tmp_path):
     cfg = compose_cfg([f"+experiment={experiment}"], tmp_path)
     assert cfg.name == experiment
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    assert resolved["task"] in ("train", "kae", "dmd")
+    assert resolved["task"] in ("train", "kae", "dmd", "edit", "topology")
     assert resolved["model"]["epochs"] >= 1
 
 

@@ -30,7 +30,7 @@ def _digests(root):
 
 
 def test_edit_stage_forgets_reuses_the_cached_kae_and_never_modifies_it(tmp_path):
-    first = run_cfg([*TINY, "edit.target_class=2"], tmp_path)
+    first = run_cfg([*TINY, "edit.target_class=0"], tmp_path)
     assert first["kae/cache_hit"] is False  # trained by this run
     for key in (
         "edit/acc_per_class_before",
@@ -45,13 +45,14 @@ def test_edit_stage_forgets_reuses_the_cached_kae_and_never_modifies_it(tmp_path
         "edit/time_s",
     ):
         assert key in first, key
-    # the dots class is the one the surrogate gets right before the edit, and loses after it
+    # the surrogate gets the Yin class right before the edit, and loses much of it after
     assert first["edit/forget_acc_before"] > 0.8
     assert first["edit/forget_acc_after"] < first["edit/forget_acc_before"] - 0.3
-    assert first["edit/acc_per_class_after"][2] == pytest.approx(first["edit/forget_acc_after"])
+    assert first["edit/acc_per_class_after"][0] == pytest.approx(first["edit/forget_acc_after"])
+    assert first["edit/retain_acc_after"] > first["edit/retain_acc_before"] - 0.05
     n_forgotten = sum(first["edit/forget_predicted_as"])  # histogram over the forgotten test samples
     assert n_forgotten > 0
-    assert first["edit/forget_predicted_as"][2] / n_forgotten == pytest.approx(first["edit/forget_acc_after"])
+    assert first["edit/forget_predicted_as"][0] / n_forgotten == pytest.approx(first["edit/forget_acc_after"])
     run = tmp_path / "run"
     ops = load_file(str(run / "edit" / "operator.safetensors"))
     assert not torch.equal(ops["K_before"], ops["K_after"])
@@ -70,27 +71,16 @@ def test_edit_stage_forgets_reuses_the_cached_kae_and_never_modifies_it(tmp_path
     assert _digests(kae_dir) == before  # byte-identical after two edits
 
 
-@pytest.mark.parametrize(
-    "overrides,needle",
-    [
-        (["edit.target_class=3"], "edit.target_class=3 is out of range"),
-        (["edit.target_class=[]"], "edit.target_class is an empty list"),
-        (["edit.target_class=[0,1,2]"], "forgets every class"),
-        (["edit.target_class=1", "edit.targets=class_centroid", "edit.redirect_to=1"], "edit.redirect_to=1 is one of"),
-        (["edit.targets=class_centroid"], "needs edit.redirect_to"),
-        (["edit.target_class=0", "data.exclude_classes=[0]"], "edit.target_class=0 has no training samples"),
-        (["edit.lam=-1"], "edit.lam=-1"),
-        (["edit.targets=bogus"], "edit.targets must be one of"),
-    ],
-)
-def test_bad_edit_input_is_one_line_error_and_leaves_cache_untouched(tmp_path, overrides, needle):
+def test_bad_edit_input_through_the_real_cli_is_one_line_error_and_leaves_cache_untouched(tmp_path):
+    """One case end to end in a subprocess (tests/test_bad_input.py runs the edit stage's other bad
+    inputs in-process)."""
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "sentinel.txt").write_text("x")
     before = _digests(cache)
-    res = run_cli([*TINY, *overrides, f"paths.cache_dir={cache}"], tmp_path, timeout=300)
+    res = run_cli([*TINY, "edit.target_class=3", f"paths.cache_dir={cache}"], tmp_path, timeout=300)
     assert res.returncode != 0
     errors = [line for line in res.stderr.splitlines() if line.startswith("kaelab: error:")]
-    assert len(errors) == 1 and needle in errors[0], res.stderr[-2000:]
+    assert len(errors) == 1 and "edit.target_class=3 is out of range" in errors[0], res.stderr[-2000:]
     assert "Traceback" not in res.stderr
     assert _digests(cache) == before

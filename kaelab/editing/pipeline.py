@@ -201,7 +201,7 @@ def edit_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     (out / "edit.json").write_text(
         json.dumps({"kae_key": art.key, "forget": forget, "config": OmegaConf.to_container(ec, resolve=True)}, indent=2)
     )
-    loggers = build_loggers(cfg, out, f"{cfg.name}-edit")
+    loggers = build_loggers(cfg, run_dir, cfg.name)
     if ec.figure:
         fig = figure(cfg, art, data, edit, forget, out)
         m["edit/figure"] = str(fig)

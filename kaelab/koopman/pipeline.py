@@ -178,8 +178,8 @@ def cached_kae(cfg: DictConfig, base: BaseModel, data: Representations, src: str
 
     manifest = {"base_model": base.key, "source": src, "target": tgt, "splits": sizes}
     manifest["kae"] = OmegaConf.to_container(kc, resolve=True)
-    path = ArtifactCache(cfg.paths.cache_dir).get_or_build("kae", key, build, manifest)
-    art = load_kae(path, src, tgt, key)
+    # a file the loader cannot read makes the cache rebuild the entry (kaelab.cache.ArtifactCache.load)
+    art = ArtifactCache(cfg.paths.cache_dir).load("kae", key, build, lambda p: load_kae(p, src, tgt, key), manifest)
     art.cache_hit = not trained_now
     return art
 
@@ -228,7 +228,8 @@ def surrogate_report(cfg: DictConfig, base: BaseModel, data: Representations, ar
 def kae_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     base, data, art = trained_kae(cfg, run_dir)
     metrics = surrogate_report(cfg, base, data, art)
-    log_metrics_to(build_loggers(cfg, run_dir / "kae", f"{cfg.name}-kae"), metrics)
+    # the run's summary goes to its own loggers (run_dir/csv, ...), not into the KAE's training logs
+    log_metrics_to(build_loggers(cfg, run_dir, cfg.name), metrics)
     log.info(
         "base/test_acc=%.4f kae/test_acc=%.4f agreement=%.4f state_fvu=%.4f (KAE %s)",
         metrics["base/test_acc"],

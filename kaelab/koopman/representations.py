@@ -79,10 +79,12 @@ def cached_representations(
                 tensors[f"{split}/{layer}"] = rep.contiguous()
         save_file(tensors, str(tmp / "representations.safetensors"))
 
-    path = cache.get_or_build("representations", key, build, {"base_model": base_key, "layers": layers})
-    flat = load_file(str(path / "representations.safetensors"))
-    out: dict[str, dict[str, torch.Tensor]] = {}
-    for name, t in flat.items():
-        split, layer = name.split("/", 1)
-        out.setdefault(split, {})[layer] = t
-    return out
+    def load(path: Path) -> dict[str, dict[str, torch.Tensor]]:
+        out: dict[str, dict[str, torch.Tensor]] = {}
+        for name, t in load_file(str(path / "representations.safetensors")).items():
+            split, layer = name.split("/", 1)
+            out.setdefault(split, {})[layer] = t
+        return out
+
+    # a file that cannot be read makes the cache rebuild the entry (ArtifactCache.load)
+    return cache.load("representations", key, build, load, {"base_model": base_key, "layers": layers})
