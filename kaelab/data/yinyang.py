@@ -91,6 +91,7 @@ class YinYangDataModule(TensorDataModule):
         self.features, self.binary = features, binary
         self.r_small, self.r_big = r_small, r_big
         self.num_classes = 2 if binary else 3
+        self.class_names = ("yin", "yang") if binary else ("yin", "yang", "dots")
         self.in_dim = 4 if features == "xy_mirror" else 2
 
     def _build(self):

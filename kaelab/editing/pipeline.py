@@ -203,7 +203,7 @@ def edit_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     )
     loggers = build_loggers(cfg, run_dir, cfg.name)
     if ec.figure:
-        fig = figure(cfg, art, data, edit, forget, out)
+        fig = figure(cfg, art, data, edit, forget, out, getattr(base.datamodule, "class_names", None))
         m["edit/figure"] = str(fig)
         from kaelab.viz.log import log_images
 
@@ -242,7 +242,7 @@ def retrain_comparison(cfg, forget, run_dir, data, edited_pred, edit_time_s) -> 
     }
 
 
-def figure(cfg, art: KAEArtifact, data, edit, forget: list[int], out: Path) -> Path:
+def figure(cfg, art: KAEArtifact, data, edit, forget: list[int], out: Path, class_names=None) -> Path:
     """Figure 4: observable-space outputs of test samples before / after the edit."""
     from kaelab.editing.unlearning import encode
     from kaelab.viz.editing import plot_edit_pcs
@@ -253,4 +253,5 @@ def figure(cfg, art: KAEArtifact, data, edit, forget: list[int], out: Path) -> P
     before, after = z @ edit.K_before.T, z @ edit.K_after.T
     names = ", ".join(str(c) for c in forget)
     title = f"{cfg.name}: operator edited to forget class {names} ({cfg.edit.targets})"
-    return plot_edit_pcs(before, after, data.labels["test"][:n], forget, out / "observable_pcs.png", title)
+    labels = data.labels["test"][:n]
+    return plot_edit_pcs(before, after, labels, forget, out / "observable_pcs.png", title, class_names)

@@ -36,12 +36,14 @@ def plot_edit_pcs(
     title: str,
     class_names: Sequence[str] | None = None,
 ) -> Path:
+    """``class_names[c]`` (optional) labels class index c in the legend."""
     """Two 3-D scatter panels (before, after) of ``before``/``after`` [n, p] on the same axes."""
     mean, axes = top_pcs(before)
     pcs = [((x.double() - mean) @ axes).numpy() for x in (before, after)]
     labels = labels.numpy()
     classes = sorted(set(labels.tolist()))
-    names = class_names or [str(c) for c in classes]
+    names = {c: f"{c} {class_names[c]}" if class_names else str(c) for c in classes}
+    names.update({c: f"{names[c]} (forgotten)" for c in forget})
     fig = plt.figure(figsize=(11, 5.2))
     lims = [(min(p[:, j].min() for p in pcs), max(p[:, j].max() for p in pcs)) for j in range(3)]
     for panel, (pc, sub) in enumerate(zip(pcs, ("before the edit", "after the edit"), strict=True)):
@@ -54,13 +56,10 @@ def plot_edit_pcs(
         ax.set(xlim=lims[0], ylim=lims[1], zlim=lims[2], xlabel="PC 1", ylabel="PC 2", zlabel="PC 3")
         ax.set_title(f"observable-space outputs {sub}", fontsize=10)
         ax.tick_params(labelsize=6)
-    handles = [
-        Line2D([], [], ls="", marker="o", color=class_color(c), label=f"{n}{' (forgotten)' if c in forget else ''}")
-        for c, n in zip(classes, names, strict=False)
-    ]
+    handles = [Line2D([], [], ls="", marker="o", color=class_color(c), label=names[c]) for c in classes]
     fig.legend(handles=handles, loc="center right", title="class", fontsize=8)
     fig.suptitle(title, fontsize=11)
-    fig.subplots_adjust(left=0.02, right=0.86, wspace=0.05)
+    fig.subplots_adjust(left=0.02, right=0.83, wspace=0.08)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
