@@ -15,7 +15,7 @@ class EditConfig:
     # where the forgotten keys are sent (kaelab.editing.targets): nearest_retained (the reference's),
     # class_centroid (all to the centroid of class redirect_to), nearest_retained_centroid (each to
     # the output centroid of the retained class nearest to it)
-    targets: str = "nearest_retained"
+    targets: str = "nearest_retained_centroid"
     redirect_to: Optional[int] = None  # class_centroid's destination class D
     keys_from: str = "inverse"  # inverse: K^-1 phi(x_j) (Algorithm 1, step 2); encoded: phi(x_i)
     mu: float = 0.1  # EMMET: C0 = K0 K0^T + mu I
