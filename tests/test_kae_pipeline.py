@@ -51,3 +51,19 @@ def test_short_yinyang_kae_run_and_cache_reuse(tmp_path):
     assert len(list((tmp_path / "cache" / "base_model").glob("*/model.ckpt"))) == 1
     assert len(list((tmp_path / "cache" / "representations").glob("*/*.safetensors"))) == 1
     assert second["kae/test_acc"] != first["kae/test_acc"] or second["kae/loss_iso"] != first["kae/loss_iso"]
+
+
+def test_a_diverged_kae_is_flagged(caplog):
+    """An MNIST KAE whose losses spiked at the lr peak (state FVU 274, surrogate acc 0.11) must not
+    pass silently: everything downstream reuses it from the cache."""
+    from types import SimpleNamespace
+
+    from kaelab.koopman.pipeline import warn_if_diverged
+
+    art = SimpleNamespace(key="k", path="cache/kae/k")
+    bad = {"kae/state_fvu": 273.7, "kae/test_acc": 0.113, "base/test_acc": 0.992}
+    warn_if_diverged(bad, art)
+    assert bad["kae/diverged"] is True and "training diverged" in caplog.text
+    good = {"kae/state_fvu": 0.04, "kae/test_acc": 0.992, "base/test_acc": 0.992}
+    warn_if_diverged(good, art)
+    assert good["kae/diverged"] is False

@@ -222,7 +222,25 @@ def surrogate_report(cfg: DictConfig, base: BaseModel, data: Representations, ar
         for term, value in mean_loss_terms(kae, *pair, cfg.kae.batch_size).items():
             metrics[prefix + term] = value
     metrics["kae/loss"] = sum(kae.lambdas[t] * metrics[f"kae/loss_{t}"] for t in LOSS_TERMS)
+    warn_if_diverged(metrics, art)
     return metrics
+
+
+def warn_if_diverged(metrics: dict[str, Any], art: KAEArtifact) -> None:
+    """A KAE whose prediction explains none of x_j's variance did not train (e.g. a loss spike at
+    the one-cycle schedule's peak lr): say so, since everything downstream (edits, topology of its
+    steps) inherits it from the cache."""
+    metrics["kae/diverged"] = bool(metrics["kae/state_fvu"] > 1.0)
+    if metrics["kae/diverged"]:
+        log.warning(
+            "KAE %s: test state FVU %.3g > 1 (surrogate acc %.3f vs base %.3f): training diverged; lower kae.lr "
+            "or set trainer.gradient_clip_val, and remove %s",
+            art.key,
+            metrics["kae/state_fvu"],
+            metrics["kae/test_acc"],
+            metrics["base/test_acc"],
+            art.path,
+        )
 
 
 def kae_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
