@@ -72,3 +72,14 @@ def run_cli(args: list[str], tmp_path: Path, data_dir: Path | None = None, timeo
 
 
 FAST = ["callbacks=minimal", "logger.csv=false"]
+# a small Yin-Yang base model + KAE (seconds, not minutes) shared by the KAE, edit and topology tests
+YY_SMALL_KAE = [
+    "data.n_train=1000",
+    "data.n_val=200",
+    "data.n_test=500",
+    "data.batch_size=100",
+    "model.epochs=60",
+    "kae.epochs=150",
+    "kae.batch_size=250",
+    *FAST,
+]

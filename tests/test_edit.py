@@ -8,20 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import FAST, run_cfg, run_cli
+from conftest import YY_SMALL_KAE, run_cfg, run_cli
 
-TINY = [
-    "+experiment=yinyang_edit",
-    "data.n_train=1000",
-    "data.n_val=200",
-    "data.n_test=500",
-    "data.batch_size=100",
-    "model.epochs=60",
-    "kae.epochs=150",
-    "kae.batch_size=250",
-    "edit.figure_points=300",
-    *FAST,
-]
+TINY = ["+experiment=yinyang_edit", *YY_SMALL_KAE, "edit.figure_points=300"]
 
 
 def _digests(root):

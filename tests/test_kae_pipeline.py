@@ -2,19 +2,9 @@
 
 import json
 
-from conftest import FAST, run_cfg
+from conftest import YY_SMALL_KAE, run_cfg
 
-SHORT = [
-    "+experiment=yinyang_kae",
-    "data.n_train=1000",
-    "data.n_val=200",
-    "data.n_test=500",
-    "data.batch_size=100",
-    "model.epochs=60",
-    "kae.epochs=150",
-    "kae.batch_size=250",
-    *FAST,
-]
+SHORT = ["+experiment=yinyang_kae", *YY_SMALL_KAE]
 KEYS = [
     "base/test_acc",
     "base/test_acc_macro",
