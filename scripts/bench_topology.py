@@ -11,7 +11,8 @@ PCA, Frobenius norm 100, fitted here on this matrix); without a cached model the
 themselves (784-d), and without MNIST files a Gaussian cloud of that shape. ``input`` says which.
 
 * ``topology/beta0_curve``: the whole beta_0 curve (every filtration value) of the 10,000 points:
-  ``mst`` (kaelab.topology.betti: BLAS distances + Prim + exact float64 edge lengths) against
+  ``mst`` (kaelab.topology.betti.mst_edges: float32 BLAS distances, Prim, the tree certified exact;
+  ``mst_float64``: the same from float64 distances) against
   ``giotto`` (``gph.ripser_parallel(X, maxdim=0)``); curves compared on a 200-value grid and
   bar by bar. GUDHI's Rips complex (max dimension 1, edges up to the longest MST edge, so the
   whole curve) runs on subsamples of growing size in a child process with a 60 s limit; the
@@ -105,10 +106,17 @@ def _memory_limit() -> int:
 def _gudhi_child(idx, thresh, conn, mem_limit) -> None:
     import resource
 
-    resource.setrlimit(resource.RLIMIT_AS, (mem_limit, mem_limit))
+    # the child starts with the parent's address space (torch reserves a lot of it): cap the growth
+    vm = next(int(ln.split()[1]) * 1024 for ln in open("/proc/self/status") if ln.startswith("VmSize"))
+    resource.setrlimit(resource.RLIMIT_AS, (vm + mem_limit, vm + mem_limit))
     try:
+        import gudhi  # no torch in the forked child: its thread pool does not survive a fork
+
+        pts = np.ascontiguousarray(_POINTS[idx])
         t0 = time.perf_counter()
-        bars = B.diagrams_gudhi(_POINTS[idx], 0, thresh)[0]
+        st = gudhi.RipsComplex(points=pts, max_edge_length=thresh).create_simplex_tree(max_dimension=1)
+        st.compute_persistence(homology_coeff_field=2, persistence_dim_max=st.dimension() <= 0)
+        bars = np.asarray(st.persistence_intervals_in_dimension(0), dtype=np.float64).reshape(-1, 2)
         conn.send((time.perf_counter() - t0, bars))
     except MemoryError:
         conn.send(None)
@@ -155,7 +163,10 @@ def bench_beta0(points: np.ndarray, repeats: int, gudhi_sizes: list[int], gudhi_
     def giotto():
         return giotto_bars(points, 0)[0]
 
-    med, times, res = interleaved({"mst": mst, "giotto": giotto}, repeats)
+    def mst_float64():
+        return B.mst_edges(points, "float64")[1]
+
+    med, times, res = interleaved({"mst": mst, "giotto": giotto, "mst_float64": mst_float64}, repeats)
     lengths = res["mst"]
     grid = np.linspace(0, lengths.max() * 1.05, 200)
     curve_mst = B.beta0_from_mst(lengths, grid)
@@ -170,6 +181,10 @@ def bench_beta0(points: np.ndarray, repeats: int, gudhi_sizes: list[int], gudhi_
             "topology/beta0_curve/mst_times_s": times["mst"],
             "topology/beta0_curve/giotto_times_s": times["giotto"],
             "topology/beta0_curve/speedup_vs_giotto": med["giotto"] / med["mst"],
+            "topology/beta0_curve/mst_float64_s": med["mst_float64"],
+            "topology/beta0_curve/mst_float64_times_s": times["mst_float64"],
+            "topology/beta0_curve/speedup_float64_vs_giotto": med["giotto"] / med["mst_float64"],
+            "topology/beta0_curve/float32_tree_equals_float64": bool(np.array_equal(lengths, res["mst_float64"])),
             "topology/beta0_curve/same_curve_as_giotto": bool(np.array_equal(curve_mst, curve_giotto)),
             "topology/beta0_curve/giotto_max_abs_death_diff": float(np.abs(gdeaths - mdeaths).max())
             if len(gdeaths) == len(mdeaths)

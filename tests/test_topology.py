@@ -88,9 +88,36 @@ def test_mst_fast_path_equals_gudhi_exactly(n, dim):
     fast = B.betti_curves(x, grid, 0, "mst")[0]
     ref = B.betti_curves(x, grid, 0, "gudhi")[0]
     np.testing.assert_array_equal(fast, ref)
+    np.testing.assert_array_equal(B.beta0_from_mst(B.mst_edges(x, "float64")[1], grid), ref)
     # the H0 diagram: GUDHI's finite deaths are the MST's edge lengths, bit for bit
     g0 = B.diagrams_gudhi(x, 0)[0]
     np.testing.assert_array_equal(np.sort(g0[np.isfinite(g0[:, 1]), 1]), lengths[lengths > 0])
+
+
+def test_float32_tree_is_certified_and_repaired():
+    """Four points whose two candidate closing edges differ by 1e-9: float32 cannot tell them apart
+    and Prim keeps the longer one; the certification measures it in float64 and swaps it out."""
+    from kaelab.topology.betti import _prim, pairwise_sq_distances
+
+    x = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0 + 1e-9], [0.0, 1.0]])
+    centred = torch.as_tensor(x - x.mean(0)).float()
+    assert [1, 2] in _prim(pairwise_sq_distances(centred, center=False).numpy()).tolist()  # the wrong tree
+    edges, lengths = B.mst_edges(x, "float32")
+    assert lengths.tolist() == [1.0, 1.0, 1.0] and [1, 2] not in edges.tolist()
+    np.testing.assert_array_equal(lengths, B.mst_edges(x, "float64")[1])
+    g0 = B.diagrams_gudhi(x, 0)[0]
+    np.testing.assert_array_equal(np.sort(g0[np.isfinite(g0[:, 1]), 1]), lengths)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_float32_and_float64_trees_agree_on_near_ties(seed):
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(np.arange(20), np.arange(20)), -1).reshape(-1, 2).astype(float)
+    for x in (grid, grid + rng.normal(scale=1e-9, size=grid.shape), np.concatenate([grid, grid[:30]])):
+        l32, l64 = B.mst_edges(x, "float32")[1], B.mst_edges(x, "float64")[1]
+        np.testing.assert_array_equal(l32, l64)
+        g0 = B.diagrams_gudhi(x, 0)[0]
+        np.testing.assert_array_equal(np.sort(g0[np.isfinite(g0[:, 1]), 1]), l64[l64 > 0])
 
 
 def test_mst_curve_matches_giotto_away_from_float32_rounding():
@@ -109,6 +136,14 @@ def test_pairwise_sq_distances_blocks_match_cdist():
 def test_beta0_from_mst_convention():
     lengths = np.array([1.0, 2.0])
     assert B.beta0_from_mst(lengths, [0.0, 0.999, 1.0, 1.5, 2.0, 3.0]).tolist() == [3, 3, 2, 2, 1, 1]
+
+
+def test_eps_for_beta0():
+    from kaelab.topology.pipeline import eps_for_beta0
+
+    lengths = np.array([1.0, 2.0, 3.0])
+    assert [eps_for_beta0(lengths, t) for t in (1, 2, 3, 4, 5)] == [3.0, 2.0, 1.0, 0.0, None]
+    assert eps_for_beta0(np.array([1.0, 2.0, 2.0]), 2) is None  # a tie: no eps gives 2 components
 
 
 def test_subsample_is_seeded_and_distinct():
@@ -143,6 +178,7 @@ def test_curve_and_bottleneck_distances():
         (lambda: B.subsample_indices(10, 0, seed=0), "must be >= 1"),
         (lambda: B.betti_curves(np.zeros((3, 2)), [], 0), "is empty"),
         (lambda: B.eps_grid(0.0, 1.0, 1), "at least 2"),
+        (lambda: B.mst_edges(np.zeros((3, 2)), "float16"), "unknown MST precision"),
     ],
 )
 def test_bad_input_is_one_line_config_error(call, match):

@@ -82,6 +82,18 @@ def test_topology_reuses_cached_kae_and_matches_pure_functions(tiny_run, tmp_pat
     assert again["topology/beta0_steps"] == first["topology/beta0_steps"]
 
 
+def test_scale_matched_to_reference_layers(tiny_run, tmp_path):
+    tmp, first = tiny_run
+    (tmp_path / "cache").symlink_to(tmp / "cache")
+    m = run_cfg([*TINY, "topology.reference_layers=[100,1,1,1,1,1]", "topology.curves=false"], tmp_path)
+    assert m["topology/beta0_layers"] == first["topology/beta0_layers"]  # the configured eps is unchanged
+    assert m["topology/matched/beta0_layers"][0] == 100 and len(m["topology/matched/beta0_layers"]) == 6
+    assert m["topology/matched/step_eps"] == pytest.approx(0.3 * m["topology/matched/scale"])
+    assert len(m["topology/matched/beta0_steps"]) == 13
+    with open(tmp_path / "run" / "topology_layers.csv") as f:
+        assert [int(r["beta0_matched"]) for r in csv.DictReader(f)] == m["topology/matched/beta0_layers"]
+
+
 def test_figures_go_to_tensorboard(tiny_run, tmp_path):
     tmp, _ = tiny_run
     (tmp_path / "cache").symlink_to(tmp / "cache")

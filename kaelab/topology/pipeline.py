@@ -75,6 +75,23 @@ def layer_preprocessor(train: torch.Tensor, q: int | None, scale: float) -> Chai
     return Chain(MeanCenter(), PCAProjection(q), FrobeniusNormalize(scale)).fit(train)
 
 
+def beta0_values(pts: torch.Tensor, eps: list[float], backend: str) -> tuple[list[int], np.ndarray | None]:
+    """beta_0 at each eps, and the MST edge lengths when the backend is ``mst`` (the whole curve)."""
+    if backend == "mst":
+        lengths = B.mst_edges(pts)[1]
+        return [int(v) for v in B.beta0_from_mst(lengths, eps)], lengths
+    return [int(v) for v in B.betti_curves(pts, eps, 0, backend)[0]], None
+
+
+def eps_for_beta0(lengths: np.ndarray, target: int) -> float | None:
+    """The smallest eps with beta_0(eps) = target (None if no eps gives it), from MST lengths."""
+    desc = np.sort(lengths)[::-1]
+    if not 1 <= target <= len(desc) + 1:
+        return None
+    eps = float(desc[target - 1]) if target <= len(desc) else 0.0
+    return eps if int(B.beta0_from_mst(lengths, [eps])[0]) == target else None
+
+
 def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -136,6 +153,7 @@ def topology_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if art is not None:
         metrics.update({"kae/cache_hit": art.cache_hit, "kae/key": art.key})
     images: dict[str, Path] = {}
+    matched: dict[str, Any] = {}
     fig_panels_layers: dict[str, torch.Tensor] = {}
     layer_beta0: list[int] = []
 
@@ -145,18 +163,49 @@ def topology_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         # the KAE's own preprocessing of x_i and x_j is this same fit (without the rotation of x_i)
         fitted = {art.source: art.prep.source, art.target: art.prep.target} if art is not None else {}
+        lengths: list[np.ndarray | None] = []
         for j, name in enumerate(names):
             prep = fitted.get(name) or layer_preprocessor(data.reps["train"][name], q, scale)
             pts = prep.transform(reps[name][idx])
-            b0 = B.betti_numbers(pts, tc.layer_eps, 0, tc.backend)[0]
+            (b0,), mst = beta0_values(pts, [tc.layer_eps], tc.backend)
             layer_beta0.append(b0)
-            rows.append([j, name, b0, tc.layer_eps, len(idx)])
+            lengths.append(mst)
             metrics[f"topology/layer/{j}_{name}/beta0"] = b0
             fig_panels_layers[f"L{j} ({name}): beta_0={b0}"] = prep.transform(reps[name][fig_idx])
             log.info("layer %d %s: beta_0(%.4g) = %d on %d points", j, name, tc.layer_eps, b0, len(idx))
         metrics["topology/beta0_layers"] = layer_beta0
+        # the scale at which the first layer has the reference's beta_0 (the paper's preprocessing
+        # scale is not ours): every layer at that eps, and the steps at step_eps times the same factor
+        if tc.reference_layers and lengths[0] is not None:
+            eps_m = eps_for_beta0(lengths[0], int(tc.reference_layers[0]))
+            if eps_m is not None:
+                matched = {"layer_eps": eps_m, "scale": eps_m / tc.layer_eps if tc.layer_eps > 0 else float("nan")}
+                matched["beta0_layers"] = [int(B.beta0_from_mst(m, [eps_m])[0]) for m in lengths]
+                metrics.update({f"topology/matched/{k}": v for k, v in matched.items()})
+                log.info(
+                    "at eps %.4g (layer 0 has %d components): beta_0 per layer %s",
+                    eps_m,
+                    tc.reference_layers[0],
+                    matched["beta0_layers"],
+                )
+        rows = [
+            [
+                j,
+                name,
+                b,
+                tc.layer_eps,
+                matched.get("beta0_layers", [None] * len(names))[j],
+                matched.get("layer_eps"),
+                len(idx),
+            ]
+            for j, (name, b) in enumerate(zip(names, layer_beta0, strict=True))
+        ]
         metrics["topology/layers_time_s"] = time.perf_counter() - t0
-        write_csv(run_dir / "topology_layers.csv", ["layer_index", "layer", "beta0", "eps", "n_points"], rows)
+        write_csv(
+            run_dir / "topology_layers.csv",
+            ["layer_index", "layer", "beta0", "eps", "beta0_matched", "eps_matched", "n_points"],
+            rows,
+        )
 
     # 2. beta_0 of the KAE's decoded steps (Figure 3 top right) and their PCs (Figure 3 bottom)
     step_beta0: list[int] = []
@@ -165,9 +214,17 @@ def topology_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         decoded = kae_trajectory(art.kae, art.prep.transform_source(reps[src][idx]))
         fig_decoded = kae_trajectory(art.kae, art.prep.transform_source(reps[src][fig_idx]))
+        step_eps = [tc.step_eps] + ([tc.step_eps * matched["scale"]] if "scale" in matched else [])
+        step_matched: list[int] = []
         for t in range(decoded.shape[0]):
-            step_beta0.append(B.betti_numbers(decoded[t], tc.step_eps, 0, tc.backend)[0])
+            values, _ = beta0_values(decoded[t], step_eps, tc.backend)
+            step_beta0.append(values[0])
+            step_matched += values[1:]
         del decoded
+        if step_matched:
+            matched.update({"step_eps": step_eps[1], "beta0_steps": step_matched})
+            metrics["topology/matched/step_eps"] = step_eps[1]
+            metrics["topology/matched/beta0_steps"] = step_matched
         k = len(step_beta0) - 1
         for t in selected_steps(k, tc.figure_steps):
             fig_panels_steps[f"step {t}/{k}: beta_0={step_beta0[t]}"] = fig_decoded[t]
@@ -180,8 +237,11 @@ def topology_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         metrics["topology/steps_time_s"] = time.perf_counter() - t0
         write_csv(
             run_dir / "topology_steps.csv",
-            ["step", "beta0", "eps", "n_points"],
-            [[t, b, tc.step_eps, len(idx)] for t, b in enumerate(step_beta0)],
+            ["step", "beta0", "eps", "beta0_matched", "eps_matched", "n_points"],
+            [
+                [t, b, tc.step_eps, step_matched[t] if step_matched else None, matched.get("step_eps"), len(idx)]
+                for t, b in enumerate(step_beta0)
+            ],
         )
         log.info("KAE steps: beta_0(%.4g) = %s", tc.step_eps, step_beta0)
 
@@ -259,7 +319,14 @@ def topology_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 f"{cfg.name}: top-3 PCs of the KAE's decoded steps ({pts}; beta_0 at eps={tc.step_eps})",
             )
         if layer_beta0 or step_beta0:
-            ref = {"paper": list(tc.reference_layers)} if tc.reference_layers else None
+            layer_ref: dict[str, list[float]] = {}
+            step_ref: dict[str, list[float]] = {}
+            if tc.reference_layers:
+                layer_ref["published (topology.reference_layers)"] = list(tc.reference_layers)
+            if "beta0_layers" in matched:
+                layer_ref[f"kaelab at eps={matched['layer_eps']:.3g} (L0 matched)"] = matched["beta0_layers"]
+            if "beta0_steps" in matched:
+                step_ref[f"at eps={matched['step_eps']:.3g} (same scale factor)"] = matched["beta0_steps"]
             images["topology/beta0_depth"] = plot_beta0_depth(
                 run_dir / "topology_beta0.png",
                 names if layer_beta0 else None,
@@ -268,7 +335,8 @@ def topology_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 step_beta0 or None,
                 tc.step_eps,
                 len(idx),
-                ref,
+                layer_ref,
+                step_ref,
             )
         if curve_clouds:
             styles = {"original": {"c": "k", "lw": 2.0}, "observable": {"c": "tab:red", "lw": 1.5, "ls": "--"}}

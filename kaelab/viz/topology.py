@@ -138,35 +138,41 @@ def plot_beta0_depth(
     step_eps: float | None = None,
     n_points: int | None = None,
     reference: dict[str, Sequence[float]] | None = None,
+    step_reference: dict[str, Sequence[float]] | None = None,
 ) -> Path:
-    """beta_0 against layer (left) and against KAE step (right): Figure 3, top. ``reference``:
-    extra labelled series for the layer panel (e.g. the paper's numbers)."""
+    """beta_0 against layer (left) and against KAE step (right): Figure 3, top. ``reference`` /
+    ``step_reference``: extra labelled series (e.g. published numbers, or another eps)."""
     panels = [p for p in ("layers", "steps") if (layer_beta0 if p == "layers" else step_beta0) is not None]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.2), squeeze=False)
     pts = f", {n_points} points" if n_points else ""
+    styles = [dict(marker="s", ls="--", c="tab:gray", ms=4), dict(marker="^", ls=":", c="tab:blue", ms=4)]
     for ax, panel in zip(axes[0], panels, strict=True):
+        main = layer_beta0 if panel == "layers" else step_beta0
+        extra = (reference if panel == "layers" else step_reference) or {}
+        x = np.arange(len(main))
+        eps = layer_eps if panel == "layers" else step_eps
+        color = "k" if panel == "layers" else "tab:red"
+        ax.plot(x, main, "o-", c=color, ms=5 if panel == "layers" else 3, label=f"kaelab, eps={eps:g}")
         if panel == "layers":
-            x = np.arange(len(layer_beta0))
-            ax.plot(x, layer_beta0, "o-", c="k", label="kaelab")
-            for j, v in enumerate(layer_beta0):
+            for j, v in enumerate(main):
                 ax.annotate(str(v), (j, v), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
-            for label, series in (reference or {}).items():
-                ax.plot(np.arange(len(series)), series, "s--", c="tab:gray", ms=4, label=label)
+        for i, (label, series) in enumerate(extra.items()):
+            ax.plot(np.arange(len(series)), series, label=label, **styles[i % len(styles)])
+            if panel == "layers":
+                for j, v in enumerate(series):
+                    ax.annotate(
+                        str(v), (j, v), textcoords="offset points", xytext=(8, -10), fontsize=7, color="tab:gray"
+                    )
+        if panel == "layers":
             ax.set_xticks(x, [f"L{j}\n{n}" for j, n in enumerate(layer_names or x)], fontsize=7)
-            ax.set(xlabel="layer", ylabel="beta_0", title=f"beta_0 through depth (eps={layer_eps}{pts})")
-            ax.legend(fontsize=8)
+            ax.set(xlabel="layer", ylabel="beta_0", title=f"beta_0 through depth{pts}")
         else:
-            steps = np.arange(len(step_beta0))
-            ax.plot(steps, step_beta0, "o-", c="tab:red", ms=3)
-            ax.set(
-                xlabel="KAE step t (decoded state)",
-                ylabel="beta_0",
-                title=f"beta_0 of the KAE's steps (eps={step_eps}{pts})",
-            )
-        values = np.asarray(layer_beta0 if panel == "layers" else step_beta0, dtype=float)
+            ax.set(xlabel="KAE step t (decoded state)", ylabel="beta_0", title=f"beta_0 of the KAE's steps{pts}")
+        values = np.concatenate([np.asarray(main, dtype=float)] + [np.asarray(v, dtype=float) for v in extra.values()])
         if values.max() / max(values.min(), 1) > 20:  # log scale only when the counts span decades
             ax.set_yscale("log")
         ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
