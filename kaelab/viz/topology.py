@@ -157,11 +157,12 @@ def plot_beta0_depth(
             for j, v in enumerate(main):
                 ax.annotate(str(v), (j, v), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
         for i, (label, series) in enumerate(extra.items()):
-            ax.plot(np.arange(len(series)), series, label=label, **styles[i % len(styles)])
+            style = styles[i % len(styles)]
+            ax.plot(np.arange(len(series)), series, label=label, **style)
             if panel == "layers":
                 for j, v in enumerate(series):
                     ax.annotate(
-                        str(v), (j, v), textcoords="offset points", xytext=(8, -10), fontsize=7, color="tab:gray"
+                        str(v), (j, v), textcoords="offset points", xytext=(8, -10), fontsize=7, color=style["c"]
                     )
         if panel == "layers":
             ax.set_xticks(x, [f"L{j}\n{n}" for j, n in enumerate(layer_names or x)], fontsize=7)
