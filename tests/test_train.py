@@ -16,6 +16,9 @@ def test_fast_dev_run_of_every_experiment(experiment, tmp_path, data_dir):
     metrics = run_cfg([f"+experiment={experiment}", "trainer.fast_dev_run=true", *FAST], tmp_path, data_dir)
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written.keys() == metrics.keys() and len(written) > 0
+    if written.get("topology/backend"):  # a topology run measures shapes, not accuracies
+        assert any(k.startswith("topology/layer/") or k.startswith("topology/step/") for k in written)
+        return
     accs = [v for k, v in written.items() if k.endswith("acc") and isinstance(v, float)]
     assert accs and all(0.0 <= a <= 1.0 for a in accs)
 
