@@ -32,6 +32,9 @@ class KAEConfig:
     lr: float = 0.05  # the paper: 0.1 (see conf/kae/yinyang.yaml)
     weight_decay: float = 5e-4
     warmup_frac: float = 0.2
+    # max global gradient norm (torch clip_grad_norm_) for the KAE alone (trainer.gradient_clip_val
+    # would also change the base model's key); None: off, as the reference
+    grad_clip: Optional[float] = None
     epochs: int = 1000
     batch_size: int = 1024
     seed: int = "${seed}"  # type: ignore[assignment]

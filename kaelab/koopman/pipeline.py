@@ -50,6 +50,8 @@ def check_kae_config(cfg: DictConfig) -> tuple[str, str]:
             raise ConfigError(f"kae.{key}={kc[key]} must be >= 1")
     if kc.g_init not in G_INITS:
         raise ConfigError(f"kae.g_init must be one of {G_INITS}, got {kc.g_init!r}")
+    if kc.get("grad_clip") is not None and not kc.grad_clip > 0:
+        raise ConfigError(f"kae.grad_clip={kc.grad_clip} must be > 0 (or null: no clipping)")
     if kc.recon_reduction not in RECON_REDUCTIONS:
         raise ConfigError(f"kae.recon_reduction must be one of {RECON_REDUCTIONS}, got {kc.recon_reduction!r}")
     net = build_net(OmegaConf.to_container(cfg.model.net, resolve=True))  # untrained: names only
@@ -78,6 +80,7 @@ def kae_kwargs(cfg: DictConfig, dim: int) -> dict[str, Any]:
         weight_decay=kc.weight_decay,
         warmup_frac=kc.warmup_frac,
         recon_reduction=kc.recon_reduction,
+        grad_clip=kc.grad_clip,
     )
 
 
@@ -127,6 +130,8 @@ def kae_key(cfg: DictConfig, base_key: str, src: str, tgt: str, split_sizes: dic
     config (preprocessing, architecture, losses, optimisation, seed) and the trainer settings that
     change training."""
     kae = OmegaConf.to_container(cfg.kae, resolve=True)
+    if kae.get("grad_clip") is None:  # added later: off keeps the keys of KAEs trained before it
+        kae.pop("grad_clip", None)
     return config_key("kae", base_key, src, tgt, split_sizes, kae, trainer_key_settings(cfg))
 
 
