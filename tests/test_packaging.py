@@ -10,7 +10,12 @@ from conftest import REPO
 def test_every_package_is_listed_in_pyproject():
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "kaelab").rglob("__init__.py")}
-    assert found | {"kaelab.conf"} == listed
+    groups = {
+        ".".join(("kaelab", "conf", *p.relative_to(REPO / "conf").parts))
+        for p in (REPO / "conf").rglob("*")
+        if p.is_dir() and p.name != "__pycache__"
+    }
+    assert found | {"kaelab.conf"} | groups == listed
 
 
 def test_configs_are_package_data():
