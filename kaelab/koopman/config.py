@@ -17,6 +17,22 @@ class KAELambdas:
 
 
 @dataclass
+class KAEPathConfig:
+    """The KAE's intermediate steps against the base model's intermediate blocks (kaelab.koopman.path).
+
+    Blocks strictly between ``source_layer`` and ``target_layer`` are mapped to KAE steps, evenly
+    spaced over the k steps (``steps``: null) or as listed (one step in 1..k-1 per block, increasing).
+    ``lam`` > 0 adds the path loss (decoded step t_l vs preprocessed block l) to Eq. 7 with this
+    weight (``lam`` and not ``lambda``, a Python keyword, as ``edit.lam``); 0 leaves the KAE, and its
+    cache key, as without this option. ``report`` measures path fidelity in the KAE report.
+    """
+
+    lam: float = 0.0
+    steps: Optional[list[int]] = None
+    report: bool = True
+
+
+@dataclass
 class KAEConfig:
     source_layer: Any = 0  # x_i: index into the base model's representations (or a module name)
     target_layer: Any = -1  # x_j: default the last block's output (the penultimate representation)
@@ -35,6 +51,7 @@ class KAEConfig:
     # max global gradient norm (torch clip_grad_norm_) for the KAE alone (trainer.gradient_clip_val
     # would also change the base model's key); None: off, as the reference
     grad_clip: Optional[float] = None
+    path: KAEPathConfig = field(default_factory=KAEPathConfig)  # intermediate blocks (not in the paper)
     epochs: int = 1000
     batch_size: int = 1024
     seed: int = "${seed}"  # type: ignore[assignment]

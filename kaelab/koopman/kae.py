@@ -10,7 +10,9 @@ K = exp(G/k)^k advances observables (kaelab.koopman.operator). Losses, each a me
   iso    (Eq. 6)  distances between distinct pairs of the batch, latent vs preprocessed space, for
                   x_i and for x_j (the reference's torch.cdist MSE up to a factor (n-1)/n)
 
-total = sum of lambda_term * term (Eq. 7). ``grad_clip`` (not in the paper) bounds the global
+total = sum of lambda_term * term (Eq. 7), plus, with ``path_lambda`` > 0 (not in the paper,
+kaelab.koopman.path), ``path_lambda`` times the path loss: the MSE between the decoded steps
+phi^-1(A^{t_l} phi(x_i)) and the aligned intermediate blocks l, averaged over blocks. ``grad_clip`` (not in the paper) bounds the global
 gradient norm: the MNIST KAE at the paper's lr 5e-3 can blow up at the schedule's peak.
 """
 
@@ -74,6 +76,8 @@ class KoopmanAutoencoder(L.LightningModule):
         warmup_frac: float = 0.2,
         recon_reduction: str = "mean",
         grad_clip: float | None = None,
+        path_lambda: float = 0.0,
+        path_steps: Sequence[int] | None = None,
     ):
         super().__init__()
         if recon_reduction not in RECON_REDUCTIONS:
@@ -87,7 +91,15 @@ class KoopmanAutoencoder(L.LightningModule):
         for term, value in lambdas.items():
             if value < 0:
                 raise ConfigError(f"kae.lambdas.{term}={value} must be >= 0")
+        if path_lambda < 0:
+            raise ConfigError(f"kae.path.lam={path_lambda} must be >= 0")
+        if path_lambda > 0 and not path_steps:
+            raise ConfigError("kae.path.lam > 0 needs intermediate blocks (path_steps) to follow")
+        if path_steps and any(not 1 <= t <= k - 1 for t in path_steps):
+            raise ConfigError(f"path steps {list(path_steps)} must lie within 1..{k - 1} (kae.k={k})")
         self.save_hyperparameters()
+        self.path_lambda = float(path_lambda)
+        self.path_steps = [int(t) for t in path_steps] if path_steps else []
         self.lambdas = {t: float(lambdas.get(t, 0.0)) for t in LOSS_TERMS}
         dims = [dim, *hidden, latent_dim]
         self.encoder = mlp(dims, negative_slope)
@@ -109,31 +121,64 @@ class KoopmanAutoencoder(L.LightningModule):
         decoded = self.decoder(latents.reshape(-1, latents.shape[-1])).reshape(*latents.shape[:2], -1)
         return latents, decoded
 
+    def step_latents(self, z: torch.Tensor, steps: Sequence[int]) -> list[torch.Tensor]:
+        """A^t z for each t of the increasing ``steps`` (latent rows; differentiable): the powers
+        A^(t_l - t_{l-1}) of A = exp(G/k) by repeated squaring, one matrix exponential in all."""
+        if not steps:
+            return []
+        A = self.koopman.step_matrix()
+        out, prev = [], 0
+        for t in steps:
+            z = z @ torch.linalg.matrix_power(A, t - prev).T
+            out.append(z)
+            prev = t
+        return out
+
+    def decode_steps(self, x_i: torch.Tensor, steps: Sequence[int]) -> list[torch.Tensor]:
+        """phi^-1(A^t phi(x_i)) for each t in ``steps``: the decoded states of ``trajectory`` at
+        those steps, without the others."""
+        latents = self.step_latents(self.encoder(x_i), steps)
+        return list(self.decoder(torch.cat(latents)).split(len(x_i))) if latents else []
+
     # ----------------------------------------------------------------------------------- losses
     def loss_terms(
-        self, x_i: torch.Tensor, x_j: torch.Tensor, K: torch.Tensor | None = None
+        self,
+        x_i: torch.Tensor,
+        x_j: torch.Tensor,
+        K: torch.Tensor | None = None,
+        blocks: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The four unweighted losses for a batch of pairs (one operator evaluation)."""
+        """The four unweighted losses for a batch of pairs (one operator evaluation), and the path
+        loss when aligned intermediate ``blocks`` [n, n_blocks, d] are given (one per path step)."""
         n = len(x_i)
         K = self.koopman.matrix() if K is None else K
         # one encoder pass over [x_i; x_j] and one decoder pass over [z_i; z_j; K z_i]: fewer, larger matmuls
         z_i, z_j = self.encoder(torch.cat([x_i, x_j])).split(n)
         z_pred = z_i @ K.T
-        rec_i, rec_j, x_pred = self.decoder(torch.cat([z_i, z_j, z_pred])).split(n)
-        return {
+        z_path = self.step_latents(z_i, self.path_steps) if blocks is not None else []
+        rec_i, rec_j, x_pred, *x_path = self.decoder(torch.cat([z_i, z_j, z_pred, *z_path])).split(n)
+        terms = {
             "recon": self.recon_scale * (mse_loss(rec_i, x_i) + mse_loss(rec_j, x_j)),
             "linear": mse_loss(z_pred, z_j),
             "state": mse_loss(x_pred, x_j),
             "iso": pairwise_distance_mse(z_i, x_i) + pairwise_distance_mse(z_j, x_j),
         }
+        if blocks is not None:
+            if blocks.shape[1] != len(self.path_steps):
+                raise ConfigError(f"{blocks.shape[1]} path blocks given for {len(self.path_steps)} path steps")
+            terms["path"] = torch.stack([mse_loss(x_path[b], blocks[:, b]) for b in range(len(x_path))]).mean()
+        return terms
 
     def total_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Eq. 7; terms with lambda 0 are still computed (and logged) but do not train."""
-        return sum(self.lambdas[t] * terms[t] for t in LOSS_TERMS)  # type: ignore[return-value]
+        """Eq. 7 (+ the path loss); terms with lambda 0 are still computed (and logged) but do not train."""
+        total = sum(self.lambdas[t] * terms[t] for t in LOSS_TERMS)
+        if "path" in terms:
+            total = total + self.path_lambda * terms["path"]
+        return total  # type: ignore[return-value]
 
     def _step(self, batch, stage: str) -> torch.Tensor:
-        x_i, x_j = batch
-        terms = self.loss_terms(x_i, x_j)
+        x_i, x_j, *rest = batch
+        terms = self.loss_terms(x_i, x_j, blocks=rest[0] if rest and self.path_lambda > 0 else None)
         loss = self.total_loss(terms)
         self.log(f"{stage}/loss", loss, prog_bar=True, on_step=False, on_epoch=True)
         self.log_dict({f"{stage}/loss_{t}": v for t, v in terms.items()}, on_step=False, on_epoch=True)

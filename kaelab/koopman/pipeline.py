@@ -25,6 +25,7 @@ from kaelab.data import InMemoryDataModule
 from kaelab.errors import ConfigError
 from kaelab.koopman.kae import LOSS_TERMS, RECON_REDUCTIONS, KoopmanAutoencoder
 from kaelab.koopman.operator import G_INITS
+from kaelab.koopman.path import BlockAligner, block_steps, intermediate_blocks
 from kaelab.koopman.preprocessing import PairPreprocessor
 from kaelab.koopman.representations import cached_representations, representation_names, resolve_layer
 from kaelab.koopman.surrogate import evaluate_surrogate, mean_loss_terms
@@ -62,12 +63,36 @@ def check_kae_config(cfg: DictConfig) -> tuple[str, str]:
         raise ConfigError(
             f"kae.source_layer ({src}) must come before kae.target_layer ({tgt}): the KAE maps x_i to x_j, i < j"
         )
+    path_mapping(cfg, names, src, tgt)
     return src, tgt
 
 
-def kae_kwargs(cfg: DictConfig, dim: int) -> dict[str, Any]:
-    """Constructor arguments of the KoopmanAutoencoder for ``cfg.kae`` (saved with the artifact)."""
+def path_cfg(cfg: DictConfig) -> DictConfig:
+    """``cfg.kae.path`` (absent in configs composed without the schema: the defaults)."""
+    return cfg.kae.get("path") or OmegaConf.create({"lam": 0.0, "steps": None, "report": True})
+
+
+def path_mapping(cfg: DictConfig, names: list[str], src: str, tgt: str) -> tuple[list[str], list[int]]:
+    """The intermediate blocks between x_i and x_j and their KAE steps (kaelab.koopman.path)."""
+    pc = path_cfg(cfg)
+    if pc.lam < 0:
+        raise ConfigError(f"kae.path.lam={pc.lam} must be >= 0")
+    blocks = intermediate_blocks(names, src, tgt)
+    if pc.lam > 0 and not blocks:
+        raise ConfigError(f"kae.path.lam={pc.lam} > 0 but no block lies between {src} and {tgt}")
+    steps = block_steps(len(blocks), cfg.kae.k, None if pc.steps is None else list(pc.steps)) if blocks else []
+    return blocks, steps
+
+
+def path_trained(cfg: DictConfig) -> bool:
+    return path_cfg(cfg).lam > 0
+
+
+def kae_kwargs(cfg: DictConfig, dim: int, path_steps: list[int] | None = None) -> dict[str, Any]:
+    """Constructor arguments of the KoopmanAutoencoder for ``cfg.kae`` (saved with the artifact;
+    the path loss's only with ``kae.path.lam`` > 0)."""
     kc = cfg.kae
+    path = {"path_lambda": float(path_cfg(cfg).lam), "path_steps": path_steps} if path_trained(cfg) else {}
     return dict(
         dim=dim,
         hidden=list(kc.hidden),
@@ -81,6 +106,7 @@ def kae_kwargs(cfg: DictConfig, dim: int) -> dict[str, Any]:
         warmup_frac=kc.warmup_frac,
         recon_reduction=kc.recon_reduction,
         grad_clip=kc.grad_clip,
+        **path,
     )
 
 
@@ -130,8 +156,12 @@ def kae_key(cfg: DictConfig, base_key: str, src: str, tgt: str, split_sizes: dic
     config (preprocessing, architecture, losses, optimisation, seed) and the trainer settings that
     change training."""
     kae = OmegaConf.to_container(cfg.kae, resolve=True)
-    if kae.get("grad_clip") is None:  # added later: off keeps the keys of KAEs trained before it
+    # options added later keep the keys of KAEs trained before them while they are off
+    if kae.get("grad_clip") is None:
         kae.pop("grad_clip", None)
+    path = kae.pop("path", None) or {}
+    if path.get("lam", 0.0) > 0:  # only the loss and its mapping change training, not the report
+        kae["path"] = {"lam": path["lam"], "steps": path.get("steps")}
     return config_key("kae", base_key, src, tgt, split_sizes, kae, trainer_key_settings(cfg))
 
 
@@ -164,10 +194,15 @@ def cached_kae(cfg: DictConfig, base: BaseModel, data: Representations, src: str
         reps = data.reps
         prep = PairPreprocessor(kc.q, kc.scale).fit(reps["train"][src], reps["train"][tgt])
         pairs = {s: (prep.transform_source(r[src]), prep.transform_target(r[tgt])) for s, r in reps.items()}
+        path_steps = None
+        if path_trained(cfg):  # the aligned intermediate blocks ride along as a third tensor
+            blocks, path_steps = path_mapping(cfg, representation_names(base.net), src, tgt)
+            aligner = block_aligner(cfg, data, blocks, prep, tgt)
+            pairs = {s: (*pair, aligner.stack(reps[s])) for s, pair in pairs.items()}
         pair_dm = InMemoryDataModule(pairs, batch_size=kc.batch_size, shuffle_seed=kc.seed)
         pair_dm.setup()
         L.seed_everything(kc.seed, workers=True, verbose=False)
-        kwargs = kae_kwargs(cfg, dim=pairs["train"][0].shape[1])
+        kwargs = kae_kwargs(cfg, dim=pairs["train"][0].shape[1], path_steps=path_steps)
         kae = KoopmanAutoencoder(**kwargs)
         trainer = build_trainer(cfg, work_dir, kc.epochs, run_name=f"{cfg.name}-kae")
         log_hyperparams(trainer, cfg)
@@ -189,12 +224,25 @@ def cached_kae(cfg: DictConfig, base: BaseModel, data: Representations, src: str
     return art
 
 
-def trained_kae(cfg: DictConfig, run_dir: Path) -> tuple[BaseModel, Representations, KAEArtifact]:
+def block_aligner(cfg: DictConfig, data: Representations, blocks: list[str], prep: PairPreprocessor, tgt: str):
+    """The intermediate blocks' preprocessing into x_j's space, fitted on the training split."""
+    train = data.reps["train"]
+    anchor = prep.transform_target(train[tgt])
+    return BlockAligner(cfg.kae.q, cfg.kae.scale).fit({b: train[b] for b in blocks}, anchor)
+
+
+def trained_kae(
+    cfg: DictConfig, run_dir: Path, all_layers: bool = False
+) -> tuple[BaseModel, Representations, KAEArtifact]:
     """Base model, representations and KAE for ``cfg`` (each from the cache, built if missing):
-    what every stage downstream of the KAE (surrogate, editing, topology) starts from."""
+    what every stage downstream of the KAE (surrogate, editing, topology) starts from.
+
+    With ``all_layers`` (or a path-regularised KAE) the representations of every block are read,
+    one cache entry for all of them (the one the topology stage reads), else only x_i and x_j."""
     src, tgt = check_kae_config(cfg)
     base = base_model(cfg, run_dir / "base_model")
-    data = base_representations(cfg, base, [src, tgt])
+    layers = representation_names(base.net) if all_layers or path_trained(cfg) else [src, tgt]
+    data = base_representations(cfg, base, layers)
     art = cached_kae(cfg, base, data, src, tgt, run_dir / "kae")
     return base, data, art
 
@@ -248,11 +296,51 @@ def warn_if_diverged(metrics: dict[str, Any], art: KAEArtifact) -> None:
         )
 
 
+def path_report(cfg: DictConfig, base: BaseModel, data: Representations, art: KAEArtifact, run_dir: Path):
+    """Path fidelity on the test split (``path/*``) and its figure (kaelab.koopman.path)."""
+    from kaelab.koopman.path import decoded_steps, path_fidelity
+
+    blocks, steps = path_mapping(cfg, representation_names(base.net), art.source, art.target)
+    if not blocks:
+        return {}
+    aligner = block_aligner(cfg, data, blocks, art.prep, art.target)
+    test = data.reps["test"]
+    x_i, x_j = art.prep.transform_source(test[art.source]), art.prep.transform_target(test[art.target])
+    true = [aligner.transform(b, test[b]) for b in blocks]
+    k = art.kae.koopman.k
+    fid = path_fidelity(decoded_steps(art.kae, x_i, steps), true, x_i, x_j, [t / k for t in steps])
+    m: dict[str, Any] = {"path/blocks": blocks, "path/steps": steps, "path/lam": float(path_cfg(cfg).lam)}
+    for key, vals in fid.items():
+        m[f"path/{key}_per_block"] = vals
+        m[f"path/{key}_mean"] = sum(vals) / len(vals)
+    from kaelab.viz.path import plot_path_fidelity
+
+    title = f"{cfg.name}: KAE steps vs the base model's blocks (test, path lambda {m['path/lam']:g})"
+    fig = plot_path_fidelity(blocks, steps, k, fid, run_dir / "path_fidelity.png", title)
+    m["path/figure"] = str(fig)
+    log.info(
+        "path fidelity (test): FVU per block %s (mean %.4f; straight line %.4f), CKA %s",
+        [round(v, 4) for v in fid["fvu"]],
+        m["path/fvu_mean"],
+        m["path/fvu_line_mean"],
+        [round(v, 4) for v in fid["cka"]],
+    )
+    return m
+
+
 def kae_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    base, data, art = trained_kae(cfg, run_dir)
+    report_path = bool(path_cfg(cfg).report)
+    base, data, art = trained_kae(cfg, run_dir, all_layers=report_path)
     metrics = surrogate_report(cfg, base, data, art)
     # the run's summary goes to its own loggers (run_dir/csv, ...), not into the KAE's training logs
-    log_metrics_to(build_loggers(cfg, run_dir, cfg.name), metrics)
+    loggers = build_loggers(cfg, run_dir, cfg.name)
+    if report_path:
+        metrics.update(path_report(cfg, base, data, art, run_dir))
+        if metrics.get("path/figure"):
+            from kaelab.viz.log import log_images
+
+            log_images(loggers, {"path/fidelity": Path(metrics["path/figure"])})
+    log_metrics_to(loggers, metrics)
     log.info(
         "base/test_acc=%.4f kae/test_acc=%.4f agreement=%.4f state_fvu=%.4f (KAE %s)",
         metrics["base/test_acc"],
