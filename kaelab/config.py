@@ -139,13 +139,13 @@ class PathsConfig:
 
 
 # ------------------------------------------------------------------------------------------- root
-TASKS = ("train", "kae", "dmd", "edit", "topology")
+TASKS = ("train", "kae", "dmd", "edit", "topology", "spectrum")
 
 
 @dataclass
 class Config:
     name: str = "default"  # experiment name: names the run directory and logger runs
-    task: str = "train"  # train | kae | dmd | edit | topology
+    task: str = "train"  # train | kae | dmd | edit | topology | spectrum
     seed: int = 0
     ckpt_path: Optional[str] = None  # resume the base-model training run from this checkpoint
     data: Any = MISSING
@@ -257,7 +257,7 @@ def check_values(cfg: DictConfig) -> None:
         )
     if OmegaConf.select(cfg, "model.checkpoint") and task == "train":
         raise ConfigError(
-            "model.checkpoint gives a trained base model to task=kae|dmd|edit|topology; task=train trains one "
+            "model.checkpoint gives a trained base model to task=kae|dmd|edit|topology|spectrum; task=train trains one "
             "(resume an interrupted one with ckpt_path=PATH)"
         )
     accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))

@@ -23,6 +23,7 @@ TASK_FUNCTIONS = {
     "dmd": "kaelab.dmd.pipeline:dmd_task",
     "edit": "kaelab.editing.pipeline:edit_task",
     "topology": "kaelab.topology.pipeline:topology_task",
+    "spectrum": "kaelab.koopman.spectrum_pipeline:spectrum_task",
 }
 
 

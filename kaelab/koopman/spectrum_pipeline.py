@@ -1,0 +1,148 @@
+"""``task=spectrum``: spectral analysis of the cached KAE's operator (kaelab.koopman.spectrum).
+
+base model, representations, KAE (cached, kaelab.koopman.pipeline.trained_kae)
+   -> G = V diag(mu) V^-1, cached as ``cache/spectrum/<key>/decomposition.safetensors`` (keyed by the
+      KAE's key: the edit stage's ``edit.strategy=spectral`` reads the same artifact)
+   -> metrics ``spectrum/*``, the class x mode energy table (``spectrum_class_mode_energy.csv``,
+      observables phi(x_i) of the training split) and two figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from safetensors.torch import load_file, save_file
+
+from kaelab.cache import ArtifactCache, config_key
+from kaelab.koopman.spectrum import (
+    Spectrum,
+    class_mode_energy,
+    class_mode_specificity,
+    decompose,
+    effective_rank,
+    mode_separation,
+)
+from kaelab.training import build_loggers, log_metrics_to
+
+log = logging.getLogger(__name__)
+
+HEATMAP_MODES = 40  # modes shown in the heatmap: those with the largest share in some class
+TOP = 5  # modes listed per class / overall in metrics.json
+
+
+def cached_spectrum(cfg: DictConfig, art) -> tuple[Spectrum, bool]:
+    """The decomposition of ``art``'s generator, computed once per KAE and cached; (spectrum, hit)."""
+    key = config_key("spectrum", art.key)
+    built = False
+
+    def build(tmp: Path) -> None:
+        nonlocal built
+        built = True
+        save_file(decompose(art.kae.koopman.G, art.kae.koopman.k).state_dict(), str(tmp / "decomposition.safetensors"))
+
+    def load(path: Path) -> Spectrum:
+        return Spectrum.from_state_dict(load_file(str(path / "decomposition.safetensors")))
+
+    spec = ArtifactCache(cfg.paths.cache_dir).load("spectrum", key, build, load, {"kae": art.key})
+    return spec, not built
+
+
+@torch.no_grad()
+def observables(kae, x: torch.Tensor, batch_size: int = 16384) -> torch.Tensor:
+    """phi(x) of preprocessed inputs, float64."""
+    kae.eval()
+    return torch.cat([kae.encoder(xb) for xb in x.split(batch_size)]).double()
+
+
+def spectrum_report(spec: Spectrum, K: torch.Tensor, z: torch.Tensor, labels: torch.Tensor, n_cls: int):
+    """Metrics of the decomposition, the class x mode energy table [C, p] and the modal coordinates."""
+    eig_K, eig_A = spec.eig_K, spec.eig_A
+    b = spec.coordinates(z)
+    energy = class_mode_energy(spec, z, labels, n_cls)
+    sep = mode_separation(b, labels, n_cls)
+    m: dict[str, Any] = {
+        "spectrum/radius_K": eig_K.abs().max().item(),
+        "spectrum/radius_A": eig_A.abs().max().item(),
+        "spectrum/n_outside_unit_circle": int((eig_K.abs() > 1 + 1e-9).sum()),
+        "spectrum/n_modes": len(eig_K),
+        "spectrum/cond_V": torch.linalg.cond(spec.V).item(),
+        "spectrum/effective_rank": effective_rank(K),
+        "spectrum/effective_rank_A": effective_rank(spec.operator(eig_A)),
+        "spectrum/reconstruction_rel_err": (
+            torch.linalg.matrix_norm(spec.operator() - K) / torch.linalg.matrix_norm(K)
+        ).item(),
+    }
+    order = torch.argsort(sep, descending=True)[:TOP]
+    m["spectrum/separating_modes"] = order.tolist()
+    m["spectrum/separating_eta2"] = sep[order].tolist()
+    m["spectrum/class_top_modes"] = [
+        torch.argsort(class_mode_specificity(b, labels, [c]), descending=True)[:TOP].tolist() for c in range(n_cls)
+    ]
+    m["spectrum/class_top_energy_modes"] = [torch.argsort(energy[c], descending=True)[:TOP].tolist() for c in range(n_cls)]
+    return m, energy, sep
+
+
+def spectrum_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    from kaelab.koopman.pipeline import trained_kae
+
+    base, data, art = trained_kae(cfg, run_dir)
+    t0 = time.perf_counter()
+    spec, hit = cached_spectrum(cfg, art)
+    t_decomp = time.perf_counter() - t0
+    K = torch.linalg.matrix_exp(art.kae.koopman.G.detach().double())
+    z = observables(art.kae, art.prep.transform_source(data.reps["train"][art.source]))
+    t1 = time.perf_counter()
+    m, energy, sep = spectrum_report(spec, K, z, data.labels["train"], data.num_classes)
+    m["spectrum/table_time_s"] = time.perf_counter() - t1
+    m["spectrum/decompose_time_s"] = t_decomp
+    m["spectrum/time_s"] = m["spectrum/table_time_s"] + t_decomp
+    m.update({"spectrum/cache_hit": hit, "kae/key": art.key, "kae/cache_hit": art.cache_hit})
+
+    out = run_dir / "spectrum"
+    out.mkdir(parents=True, exist_ok=True)
+    eig_K, eig_A = spec.eig_K, spec.eig_A
+    with open(out / "class_mode_energy.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["mode", "eig_K_real", "eig_K_imag", "abs_eig_K", "eta2", *[f"class_{c}" for c in range(len(energy))]])
+        for r in range(energy.shape[1]):
+            lam = eig_K[r]
+            w.writerow([r, lam.real.item(), lam.imag.item(), lam.abs().item(), sep[r].item(), *energy[:, r].tolist()])
+    from kaelab.viz.spectrum import plot_class_mode_energy, plot_operator_eigenvalues
+
+    figs = {
+        "spectrum/eigenvalues": plot_operator_eigenvalues(
+            eig_K.numpy(), eig_A.numpy(), spec.k, out / "eigenvalues.png", f"{cfg.name}: spectrum of the KAE operator"
+        )
+    }
+    shown = torch.argsort(energy.max(0).values, descending=True)[:HEATMAP_MODES].sort().values.tolist()
+    figs["spectrum/class_mode_energy"] = plot_class_mode_energy(
+        energy[:, shown].numpy(),
+        shown,
+        eig_K.numpy(),
+        out / "class_mode_energy.png",
+        f"{cfg.name}: class mean observable phi(x_i) per mode\n(train split; {len(shown)} of {len(eig_K)} modes)",
+        getattr(base.datamodule, "class_names", None),
+    )
+    m.update({f"{k}_figure": str(v) for k, v in figs.items()})
+    loggers = build_loggers(cfg, run_dir, cfg.name)
+    from kaelab.viz.log import log_images
+
+    log_images(loggers, figs)
+    log_metrics_to(loggers, m)
+    log.info(
+        "spectrum: radius K %.4g, A %.4g, %d of %d outside the unit circle, cond(V) %.3g, effective rank %.2f, %.2f s",
+        m["spectrum/radius_K"],
+        m["spectrum/radius_A"],
+        m["spectrum/n_outside_unit_circle"],
+        m["spectrum/n_modes"],
+        m["spectrum/cond_V"],
+        m["spectrum/effective_rank"],
+        m["spectrum/time_s"],
+    )
+    return m
