@@ -53,7 +53,11 @@ SUMMARY_STAGES = (
     ("base model", ("base/test_acc", "base/test_acc_macro"), None),
     ("KAE surrogate", ("kae/test_acc", "kae/test_acc_macro", "kae/agreement", "kae/state_fvu"), "kae/train_time_s"),
     ("KAE path", ("path/fvu_mean", "path/fvu_line_mean", "path/cka_mean"), None),
-    ("spectrum", ("spectrum/radius_K", "spectrum/radius_A", "spectrum/cond_V", "spectrum/effective_rank"), "spectrum/time_s"),
+    (
+        "spectrum",
+        ("spectrum/radius_K", "spectrum/radius_A", "spectrum/cond_V", "spectrum/effective_rank"),
+        "spectrum/time_s",
+    ),
     ("DMD hybrid", ("dmd/base_test_acc", "dmd/test_acc", "dmd/layers_replaced"), "dmd/fit_time_s"),
 )
 

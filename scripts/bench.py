@@ -234,7 +234,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "outputs" / "bench" / "bench.json"))
     parser.add_argument("--quick", action="store_true", help="few steps (smoke test), numbers not meaningful")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["base", "kae", "dmd", "topology", "edit"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["base", "kae", "dmd", "topology", "edit", "path"])
     args = parser.parse_args(argv)
     steps = 6 if args.quick else 40
     out: dict = {
@@ -290,6 +290,10 @@ def main(argv=None) -> dict:
         from bench_edit import bench_edit
 
         bench_edit(out, quick=args.quick)
+    if "path" not in args.skip:
+        from bench_path_spectrum import bench_path_spectrum
+
+        bench_path_spectrum(out, quick=args.quick)
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, sort_keys=True))

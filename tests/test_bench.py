@@ -22,6 +22,10 @@ def test_bench_quick_writes_all_sections(tmp_path, monkeypatch):
         "kae_mnist/expm_fwd_bwd_s",
         "kae_mnist/network_s",
         "kae_mnist/expm_speedup_vs_torch",
+        "kae_path/step_s_plain",
+        "kae_path/step_s_path",
+        "spectrum_mnist/decompose_s",
+        "spectrum_mnist/table_s",
     ):
         assert result[key] > 0 or key.endswith("overhead"), key
     assert any(k.startswith("dmd/") for k in result)

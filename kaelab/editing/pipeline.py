@@ -30,7 +30,7 @@ from kaelab.training import build_loggers, log_metrics_to
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("emmet",)
+STRATEGIES = ("emmet", "spectral")
 
 
 def forget_classes(cfg: DictConfig) -> list[int]:
@@ -61,6 +61,12 @@ def check_edit_config(cfg: DictConfig) -> list[int]:
     for key in ("mu", "lam"):
         if ec[key] < 0:
             raise ConfigError(f"edit.{key}={ec[key]} must be >= 0")
+    if ec.get("spectral_ratio", 1.0) <= 0:
+        raise ConfigError(f"edit.spectral_ratio={ec.spectral_ratio} must be > 0")
+    if ec.get("spectral_scale", 0.0) < 0:
+        raise ConfigError(f"edit.spectral_scale={ec.spectral_scale} must be >= 0")
+    if ec.get("spectral_max_modes") is not None and ec.spectral_max_modes < 1:
+        raise ConfigError(f"edit.spectral_max_modes={ec.spectral_max_modes} must be >= 1")
     if ec.form not in ("auto", "ExE", "pxp"):
         raise ConfigError(f"edit.form must be auto, ExE or pxp, got {ec.form!r}")
     if ec.figure_points < 1:
@@ -136,31 +142,36 @@ def edit_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     train = data.reps["train"]
     x_i, x_j = art.prep.transform_source(train[src]), art.prep.transform_target(train[tgt])
 
-    edit = unlearn_classes(
-        art.kae,
-        x_i,
-        x_j,
-        data.labels["train"],
-        forget,
-        n_cls,
-        targets=ec.targets,
-        redirect_to=ec.redirect_to,
-        keys=ec.keys_from,
-        mu=ec.mu,
-        lam=ec.lam,
-        form=ec.form,
-    )
+    strategy_metrics: dict[str, Any] = {"edit/strategy": ec.strategy}
+    if ec.strategy == "spectral":
+        edit, strategy_metrics = spectral_edit(cfg, art, x_i, data.labels["train"], forget, strategy_metrics)
+    else:
+        edit = unlearn_classes(
+            art.kae,
+            x_i,
+            x_j,
+            data.labels["train"],
+            forget,
+            n_cls,
+            targets=ec.targets,
+            redirect_to=ec.redirect_to,
+            keys=ec.keys_from,
+            mu=ec.mu,
+            lam=ec.lam,
+            form=ec.form,
+        )
+        info = edit.info
+        log.info(
+            "EMMET: %d edit keys, %d preserved, %s form, %s solve, cond %.3g, %.3f s (solve %.3f s)",
+            info.n_edit,
+            info.n_preserve,
+            info.form,
+            info.solver,
+            info.cond,
+            edit.time_s,
+            edit.solve_time_s,
+        )
     info = edit.info
-    log.info(
-        "EMMET: %d edit keys, %d preserved, %s form, %s solve, cond %.3g, %.3f s (solve %.3f s)",
-        info.n_edit,
-        info.n_preserve,
-        info.form,
-        info.solver,
-        info.cond,
-        edit.time_s,
-        edit.solve_time_s,
-    )
 
     labels = data.labels["test"]
     test_xi = data.reps["test"][src]
@@ -172,6 +183,7 @@ def edit_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     eig_b, eig_a = (torch.linalg.eigvals(K).abs().max().item() for K in (edit.K_before, edit.K_after))
 
     m: dict[str, Any] = {"edit/target_class": forget, "edit/targets": ec.targets, "edit/keys_from": ec.keys_from}
+    m.update(strategy_metrics)
     m.update({"kae/key": art.key, "kae/cache_hit": art.cache_hit, "base/cache_hit": base.cache_hit})
     base_acc = class_accuracies(base_pred, labels, n_cls, forget)
     m.update({f"base/{k}": v for k, v in base_acc.items()})
@@ -221,6 +233,43 @@ def edit_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return m
 
 
+def spectral_edit(cfg: DictConfig, art: KAEArtifact, x_i, labels, forget: list[int], m: dict[str, Any]):
+    """``edit.strategy=spectral`` (kaelab.editing.spectral) on the cached decomposition of the KAE's
+    generator (the artifact ``task=spectrum`` writes); its load or build time counts as edit time."""
+    from kaelab.editing.spectral import spectral_unlearn
+    from kaelab.koopman.spectrum_pipeline import cached_spectrum
+
+    ec = cfg.edit
+    t0 = time.perf_counter()
+    spec, hit = cached_spectrum(cfg, art)
+    t_spec = time.perf_counter() - t0
+    edit, sel = spectral_unlearn(
+        art.kae, spec, x_i, labels, forget, ec.spectral_ratio, ec.spectral_scale, ec.spectral_max_modes
+    )
+    edit.time_s += t_spec
+    m.update(
+        {
+            "edit/spectral_modes": sel.modes,
+            "edit/spectral_specificity": sel.specificity,
+            "edit/spectral_forget_energy_share": sel.forget_energy_share,
+            "edit/spectral_retain_energy_share": sel.retain_energy_share,
+            "edit/spectral_decomposition_cache_hit": hit,
+            "edit/spectral_decomposition_time_s": t_spec,
+        }
+    )
+    log.info(
+        "spectral edit: %d modes %s suppressed (x%g), carrying %.3f of the forgotten and %.3f of the retained "
+        "samples' modal energy, %.3f s",
+        len(sel.modes),
+        sel.modes,
+        ec.spectral_scale,
+        sel.forget_energy_share,
+        sel.retain_energy_share,
+        edit.time_s,
+    )
+    return edit, m
+
+
 def retrain_comparison(cfg, forget, run_dir, data, edited_pred, edit_time_s) -> dict[str, Any]:
     """The unlearning literature's gold standard: the base model retrained without the classes."""
     t0 = time.perf_counter()
@@ -252,6 +301,7 @@ def figure(cfg, art: KAEArtifact, data, edit, forget: list[int], out: Path, clas
     z = encode(art.kae, art.prep.transform_source(x_i)).double()
     before, after = z @ edit.K_before.T, z @ edit.K_after.T
     names = ", ".join(str(c) for c in forget)
-    title = f"{cfg.name}: operator edited to forget class {names} ({cfg.edit.targets})"
+    how = cfg.edit.targets if cfg.edit.strategy == "emmet" else f"{cfg.edit.strategy} edit"
+    title = f"{cfg.name}: operator edited to forget class {names} ({how})"
     labels = data.labels["test"][:n]
     return plot_edit_pcs(before, after, labels, forget, out / "observable_pcs.png", title, class_names)

@@ -12,7 +12,8 @@ K = exp(G/k)^k advances observables (kaelab.koopman.operator). Losses, each a me
 
 total = sum of lambda_term * term (Eq. 7), plus, with ``path_lambda`` > 0 (not in the paper,
 kaelab.koopman.path), ``path_lambda`` times the path loss: the MSE between the decoded steps
-phi^-1(A^{t_l} phi(x_i)) and the aligned intermediate blocks l, averaged over blocks. ``grad_clip`` (not in the paper) bounds the global
+phi^-1(A^{t_l} phi(x_i)) and the aligned intermediate blocks l, averaged over blocks.
+``grad_clip`` (not in the paper) bounds the global
 gradient norm: the MNIST KAE at the paper's lr 5e-3 can blow up at the schedule's peak.
 """
 

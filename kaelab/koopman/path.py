@@ -42,11 +42,13 @@ def block_steps(n_blocks: int, k: int, steps: Sequence[int] | None = None) -> li
             raise ConfigError(
                 f"kae.path: {n_blocks} intermediate blocks need at least {n_blocks + 1} KAE steps, kae.k={k}"
             )
-        return [int(l * k / (n_blocks + 1) + 0.5) for l in range(1, n_blocks + 1)]
+        return [int(b * k / (n_blocks + 1) + 0.5) for b in range(1, n_blocks + 1)]
     steps = [int(t) for t in steps]
     if len(steps) != n_blocks:
-        raise ConfigError(f"kae.path.steps={steps} maps {len(steps)} blocks, the base model has {n_blocks} between x_i and x_j")
-    if any(not 1 <= t <= k - 1 for t in steps) or any(b <= a for a, b in zip(steps, steps[1:])):
+        raise ConfigError(
+            f"kae.path.steps={steps} maps {len(steps)} blocks, the base model has {n_blocks} between x_i and x_j"
+        )
+    if any(not 1 <= t <= k - 1 for t in steps) or any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
         raise ConfigError(f"kae.path.steps={steps} must increase strictly within 1..{k - 1} (kae.k={k})")
     return steps
 

@@ -6,9 +6,11 @@ both operators: K = V diag(exp(mu)) V^-1 and A = V diag(exp(mu / k)) V^-1, so ei
 exp(mu) and of A exp(mu / k), with the same eigenvectors (the modes). From it:
 
 * spectral radii of K and A, how many eigenvalues lie outside the unit circle (growing modes);
-* the 2-norm condition number of V (how far K is from normal: 1 for an orthogonal V);
+* the 1-norm condition number of V, ||V||_1 ||V^-1||_1 (how far K is from normal; no SVD);
 * effective rank of K (Roy & Vetterli 2007: exp of the entropy of its normalised singular values);
-* modal coordinates b = V^-1 z of observables z (rows: B = Z V^-T, by a linear solve);
+* modal coordinates b = V^-1 z of observables z (rows: B = Z V^-T, V^-1 computed once), reduced
+  per class in chunks (``modal_stats``: counts, sums of b and of |b|^2) so that nothing of size
+  n x p complex is held;
 * the class x mode energy table: the share of class c's mean observable in mode r,
   |b_{c,r}|^2 / sum_r |b_{c,r}|^2 (columns of V have unit norm, so |b_r|^2 is the mode's energy);
 * how well each mode separates classes: eta^2 = between-class / total variance of its coordinate;
@@ -18,7 +20,7 @@ exp(mu) and of A exp(mu / k), with the same eigenvectors (the modes). From it:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -30,6 +32,14 @@ class Spectrum:
     mu: torch.Tensor  # [p] complex128: eigenvalues of G
     V: torch.Tensor  # [p, p] complex128: unit-norm eigenvectors (columns)
     k: int
+    _inverse: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def inverse(self) -> torch.Tensor:
+        """V^-1 (computed once): its rows give the modal coordinates."""
+        if self._inverse is None:
+            self._inverse = torch.linalg.inv(self.V)
+        return self._inverse
 
     @property
     def eig_K(self) -> torch.Tensor:
@@ -46,8 +56,16 @@ class Spectrum:
         return torch.linalg.solve(self.V.T, (self.V * lam).T).T.real
 
     def coordinates(self, z: torch.Tensor) -> torch.Tensor:
-        """Modal coordinates b = V^-1 z of observables ``z`` (rows) -> [n, p] complex."""
-        return torch.linalg.solve(self.V, z.to(torch.complex128).T).T
+        """Modal coordinates b = V^-1 z of real observables ``z`` (rows) -> [n, p] complex (two
+        real matmuls with V^-1's real and imaginary parts)."""
+        W, zd = self.inverse, z.double()
+        return torch.complex(zd @ W.real.T, zd @ W.imag.T)
+
+    def cond(self) -> float:
+        """1-norm condition number of V, ||V||_1 ||V^-1||_1 (no SVD of a complex matrix; within a
+        factor p of the 2-norm one): 1 for a normal K with orthonormal modes."""
+        norm1 = lambda m: m.abs().sum(0).max().item()  # noqa: E731
+        return norm1(self.V) * norm1(self.inverse)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Real tensors for safetensors (which has no complex dtype)."""
@@ -86,20 +104,45 @@ def class_mode_energy(spec: Spectrum, z: torch.Tensor, labels: torch.Tensor, num
     return energy / energy.sum(1, keepdim=True)
 
 
-def mode_separation(b: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+@dataclass
+class ModalStats:
+    """Per class: sample count, sum of modal coordinates b and of modal energies |b|^2 ([C, p])."""
+
+    count: torch.Tensor
+    sum_b: torch.Tensor
+    sum_e: torch.Tensor
+
+
+def modal_stats(spec: Spectrum, z: torch.Tensor, labels: torch.Tensor, num_classes: int, chunk: int = 8192):
+    """ModalStats of observables ``z`` in chunks (memory O(chunk p), not O(n p) complex)."""
+    p = spec.V.shape[0]
+    count = torch.zeros(num_classes, dtype=torch.float64)
+    sum_b = torch.zeros(num_classes, p, dtype=torch.complex128)
+    sum_e = torch.zeros(num_classes, p, dtype=torch.float64)
+    for zc, yc in zip(z.split(chunk), labels.split(chunk), strict=True):
+        b = spec.coordinates(zc)
+        onehot = torch.nn.functional.one_hot(yc.long(), num_classes).double()
+        count += onehot.sum(0)
+        sum_b += onehot.to(torch.complex128).T @ b
+        sum_e += onehot.T @ (b.abs() ** 2)
+    return ModalStats(count, sum_b, sum_e)
+
+
+def mode_separation(stats: ModalStats) -> torch.Tensor:
     """[p]: eta^2 of each mode's coordinate, between-class variance / total variance, in [0, 1]."""
-    centred = b - b.mean(0)
-    total = (centred.abs() ** 2).sum(0)
-    between = torch.zeros(b.shape[1], dtype=torch.float64)
-    for c in range(num_classes):
-        m = labels == c
-        if m.any():
-            between += m.sum() * (centred[m].mean(0).abs() ** 2)
+    n = stats.count.sum()
+    mean = stats.sum_b.sum(0) / n
+    total = stats.sum_e.sum(0) / n - mean.abs() ** 2
+    present = stats.count > 0
+    means = stats.sum_b[present] / stats.count[present, None]
+    between = (stats.count[present, None] * (means - mean).abs() ** 2).sum(0) / n
     return between / total.clamp_min(1e-300)
 
 
-def class_mode_specificity(b: torch.Tensor, labels: torch.Tensor, classes) -> torch.Tensor:
+def class_mode_specificity(stats: ModalStats, classes) -> torch.Tensor:
     """[p]: mean modal energy |b_r|^2 of the samples of ``classes`` over that of the other samples."""
-    mask = torch.isin(labels, torch.as_tensor(list(classes), dtype=labels.dtype))
-    energy = b.abs() ** 2
-    return energy[mask].mean(0) / energy[~mask].mean(0).clamp_min(1e-300)
+    mask = torch.zeros(len(stats.count), dtype=torch.bool)
+    mask[list(classes)] = True
+    inside = stats.sum_e[mask].sum(0) / stats.count[mask].sum()
+    outside = stats.sum_e[~mask].sum(0) / stats.count[~mask].sum()
+    return inside / outside.clamp_min(1e-300)

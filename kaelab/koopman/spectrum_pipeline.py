@@ -26,6 +26,7 @@ from kaelab.koopman.spectrum import (
     class_mode_specificity,
     decompose,
     effective_rank,
+    modal_stats,
     mode_separation,
 )
 from kaelab.training import build_loggers, log_metrics_to
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 HEATMAP_MODES = 40  # modes shown in the heatmap: those with the largest share in some class
 TOP = 5  # modes listed per class / overall in metrics.json
+MAX_SAMPLES = 10000  # training samples (a seeded random subset) for the per-sample mode statistics
 
 
 def cached_spectrum(cfg: DictConfig, art) -> tuple[Spectrum, bool]:
@@ -61,17 +63,20 @@ def observables(kae, x: torch.Tensor, batch_size: int = 16384) -> torch.Tensor:
 
 
 def spectrum_report(spec: Spectrum, K: torch.Tensor, z: torch.Tensor, labels: torch.Tensor, n_cls: int):
-    """Metrics of the decomposition, the class x mode energy table [C, p] and the modal coordinates."""
+    """Metrics of the decomposition, the class x mode energy table [C, p] and each mode's eta^2."""
     eig_K, eig_A = spec.eig_K, spec.eig_A
-    b = spec.coordinates(z)
-    energy = class_mode_energy(spec, z, labels, n_cls)
-    sep = mode_separation(b, labels, n_cls)
+    energy = class_mode_energy(spec, z, labels, n_cls)  # class means: all samples
+    if len(z) > MAX_SAMPLES:
+        idx = torch.randperm(len(z), generator=torch.Generator().manual_seed(0))[:MAX_SAMPLES]
+        z, labels = z[idx], labels[idx]
+    stats = modal_stats(spec, z, labels, n_cls)
+    sep = mode_separation(stats)
     m: dict[str, Any] = {
         "spectrum/radius_K": eig_K.abs().max().item(),
         "spectrum/radius_A": eig_A.abs().max().item(),
         "spectrum/n_outside_unit_circle": int((eig_K.abs() > 1 + 1e-9).sum()),
         "spectrum/n_modes": len(eig_K),
-        "spectrum/cond_V": torch.linalg.cond(spec.V).item(),
+        "spectrum/cond_V": spec.cond(),
         "spectrum/effective_rank": effective_rank(K),
         "spectrum/effective_rank_A": effective_rank(spec.operator(eig_A)),
         "spectrum/reconstruction_rel_err": (
@@ -82,9 +87,11 @@ def spectrum_report(spec: Spectrum, K: torch.Tensor, z: torch.Tensor, labels: to
     m["spectrum/separating_modes"] = order.tolist()
     m["spectrum/separating_eta2"] = sep[order].tolist()
     m["spectrum/class_top_modes"] = [
-        torch.argsort(class_mode_specificity(b, labels, [c]), descending=True)[:TOP].tolist() for c in range(n_cls)
+        torch.argsort(class_mode_specificity(stats, [c]), descending=True)[:TOP].tolist() for c in range(n_cls)
     ]
-    m["spectrum/class_top_energy_modes"] = [torch.argsort(energy[c], descending=True)[:TOP].tolist() for c in range(n_cls)]
+    m["spectrum/class_top_energy_modes"] = [
+        torch.argsort(energy[c], descending=True)[:TOP].tolist() for c in range(n_cls)
+    ]
     return m, energy, sep
 
 
@@ -109,7 +116,8 @@ def spectrum_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     eig_K, eig_A = spec.eig_K, spec.eig_A
     with open(out / "class_mode_energy.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["mode", "eig_K_real", "eig_K_imag", "abs_eig_K", "eta2", *[f"class_{c}" for c in range(len(energy))]])
+        classes = [f"class_{c}" for c in range(len(energy))]
+        w.writerow(["mode", "eig_K_real", "eig_K_imag", "abs_eig_K", "eta2", *classes])
         for r in range(energy.shape[1]):
             lam = eig_K[r]
             w.writerow([r, lam.real.item(), lam.imag.item(), lam.abs().item(), sep[r].item(), *energy[:, r].tolist()])
