@@ -82,6 +82,12 @@ def test_decode_steps_are_the_trajectorys_states(system):
     kae = KoopmanAutoencoder(d, [8], 5, k, {"recon": 1})  # a real (nonlinear) encoder and decoder
     _, traj = kae.trajectory(x0)
     steps = [1, 4, 5, 9]
+    A = torch.linalg.matrix_exp(kae.koopman.G.detach() / k)
+    with torch.no_grad():
+        powers = kae.koopman.powers([*steps, k])
+        for t, P in zip([*steps, k], powers, strict=True):
+            torch.testing.assert_close(P, torch.linalg.matrix_power(A, t), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(powers[-1], kae.koopman.matrix(), atol=1e-5, rtol=1e-4)  # K = A^k
     for t, dec in zip(steps, decoded_steps(kae, x0, steps, batch_size=150), strict=True):
         torch.testing.assert_close(dec, traj[t], atol=1e-5, rtol=1e-4)
 
@@ -136,6 +142,9 @@ def test_path_loss_is_zero_when_the_steps_match_the_blocks_and_enters_the_total(
     bad = kae.loss_terms(x0, x_j, blocks=off)
     assert bad["path"].item() == pytest.approx(0.01, rel=0.2)
     base = {t: v for t, v in bad.items() if t != "path"}
+    plain = kae.loss_terms(x0, x_j)  # without blocks: K from expm(G), not A^k; the same terms
+    for t in plain:
+        assert plain[t].item() == pytest.approx(base[t].item(), rel=1e-3, abs=1e-8)
     assert (kae.total_loss(bad) - kae.total_loss(base)).item() == pytest.approx(2.0 * bad["path"].item(), rel=1e-5)
     # the path loss trains the operator: its gradient reaches G
     kae.koopman.G.grad = None
@@ -249,6 +258,7 @@ def test_spectral_edit_keeps_conjugate_pairs_together():
 
 
 # ------------------------------------------------------------------------------------------ stages
+@pytest.mark.slow
 def test_path_report_spectrum_and_spectral_edit_stages(tmp_path):
     """Small Yin-Yang: the KAE report has path fidelity, task=spectrum caches the decomposition that
     the spectral edit reads, and the path-regularised KAE follows the blocks more closely."""

@@ -122,24 +122,14 @@ class KoopmanAutoencoder(L.LightningModule):
         decoded = self.decoder(latents.reshape(-1, latents.shape[-1])).reshape(*latents.shape[:2], -1)
         return latents, decoded
 
-    def step_latents(self, z: torch.Tensor, steps: Sequence[int]) -> list[torch.Tensor]:
-        """A^t z for each t of the increasing ``steps`` (latent rows; differentiable): the powers
-        A^(t_l - t_{l-1}) of A = exp(G/k) by repeated squaring, one matrix exponential in all."""
-        if not steps:
-            return []
-        A = self.koopman.step_matrix()
-        out, prev = [], 0
-        for t in steps:
-            z = z @ torch.linalg.matrix_power(A, t - prev).T
-            out.append(z)
-            prev = t
-        return out
-
     def decode_steps(self, x_i: torch.Tensor, steps: Sequence[int]) -> list[torch.Tensor]:
         """phi^-1(A^t phi(x_i)) for each t in ``steps``: the decoded states of ``trajectory`` at
         those steps, without the others."""
-        latents = self.step_latents(self.encoder(x_i), steps)
-        return list(self.decoder(torch.cat(latents)).split(len(x_i))) if latents else []
+        if not steps:
+            return []
+        z = self.encoder(x_i)
+        latents = [z @ P.T for P in self.koopman.powers(steps)]
+        return list(self.decoder(torch.cat(latents)).split(len(x_i)))
 
     # ----------------------------------------------------------------------------------- losses
     def loss_terms(
@@ -152,11 +142,13 @@ class KoopmanAutoencoder(L.LightningModule):
         """The four unweighted losses for a batch of pairs (one operator evaluation), and the path
         loss when aligned intermediate ``blocks`` [n, n_blocks, d] are given (one per path step)."""
         n = len(x_i)
-        K = self.koopman.matrix() if K is None else K
+        powers = self.koopman.powers([*self.path_steps, self.koopman.k]) if blocks is not None else []
+        if K is None:  # with the path loss, K = A^k comes with the powers A^{t_l} (one expm in all)
+            K = powers[-1] if powers else self.koopman.matrix()
         # one encoder pass over [x_i; x_j] and one decoder pass over [z_i; z_j; K z_i]: fewer, larger matmuls
         z_i, z_j = self.encoder(torch.cat([x_i, x_j])).split(n)
         z_pred = z_i @ K.T
-        z_path = self.step_latents(z_i, self.path_steps) if blocks is not None else []
+        z_path = [z_i @ P.T for P in powers[:-1]]
         rec_i, rec_j, x_pred, *x_path = self.decoder(torch.cat([z_i, z_j, z_pred, *z_path])).split(n)
         terms = {
             "recon": self.recon_scale * (mse_loss(rec_i, x_i) + mse_loss(rec_j, x_j)),

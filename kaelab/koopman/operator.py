@@ -128,6 +128,20 @@ class KoopmanOperator(nn.Module):
             states.append(states[-1] @ a_t)
         return torch.stack(states)
 
+    def powers(self, steps) -> list[torch.Tensor]:
+        """A^t for each t of the increasing ``steps`` (differentiable): one matrix exponential for
+        A = exp(G/k), then A^(t_l - t_{l-1}) by repeated squaring, chained. With k as the last step,
+        the last power is K = A^k (equal to ``matrix()`` up to rounding), so the path loss's powers
+        and K cost about one ``matrix()``."""
+        A = self.step_matrix()
+        out, prev, P = [], 0, None
+        for t in steps:
+            D = torch.linalg.matrix_power(A, t - prev)
+            P = D if P is None else D @ P
+            out.append(P)
+            prev = t
+        return out
+
     def inverse_matrix(self) -> torch.Tensor:
         """K^-1 = exp(-G): always exists (used to find inputs of given outputs when editing)."""
         return expm(-self.G)
