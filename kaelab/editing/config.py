@@ -21,8 +21,9 @@ class EditConfig:
     mu: float = 0.1  # EMMET: C0 = K0 K0^T + mu I
     lam: float = 0.1  # EMMET: lambda on the E x E system (the preservation weight in the p x p form)
     form: str = "auto"  # EMMET system: auto | ExE | pxp
-    # spectral (kaelab.editing.spectral): modes whose mean energy over the forgotten samples is at
-    # least spectral_ratio times that over the retained ones get their eigenvalue times spectral_scale
+    # spectral (kaelab.editing.spectral): modes whose share of the forgotten samples' modal energy is
+    # at least spectral_ratio times their share of the retained ones' get their eigenvalue times
+    # spectral_scale
     spectral_ratio: float = 2.0
     spectral_scale: float = 0.0
     spectral_max_modes: Optional[int] = None

@@ -4,8 +4,8 @@ Algorithm 1): suppress the Koopman modes that carry the forgotten classes.
 With the KAE's generator G = V diag(mu) V^-1 (kaelab.koopman.spectrum; K = V diag(exp(mu)) V^-1):
 
 1. modal coordinates b = V^-1 phi(x_i) of the training keys (the observables K acts on);
-2. each mode's specificity s_r = mean |b_r|^2 over the forgotten classes' samples / over the retained
-   ones (kaelab.koopman.spectrum.class_mode_specificity);
+2. each mode's specificity s_r = the share of the forgotten samples' modal energy in mode r / the
+   retained samples' share (kaelab.koopman.spectrum.class_mode_specificity);
 3. the modes with s_r >= ``ratio`` (at most ``max_modes`` of the most specific; at least the most
    specific one) have their eigenvalue multiplied by ``scale`` (0: removed):
    K' = K + V diag(lambda' - lambda) V^-1, real because a mode and its conjugate have the same s_r.

@@ -15,7 +15,8 @@ exp(mu) and of A exp(mu / k), with the same eigenvectors (the modes). From it:
   |b_{c,r}|^2 / sum_r |b_{c,r}|^2 (columns of V have unit norm, so |b_r|^2 is the mode's energy);
 * how well each mode separates classes: eta^2 = between-class / total variance of its coordinate;
 * for each class, the modes where its samples carry the most energy relative to the other classes
-  (mean |b_r|^2 over the class / mean over the rest): what the spectral edit suppresses.
+  (the class's share of modal energy in mode r / the other samples' share): what the spectral edit
+  suppresses.
 """
 
 from __future__ import annotations
@@ -140,9 +141,10 @@ def mode_separation(stats: ModalStats) -> torch.Tensor:
 
 
 def class_mode_specificity(stats: ModalStats, classes) -> torch.Tensor:
-    """[p]: mean modal energy |b_r|^2 of the samples of ``classes`` over that of the other samples."""
+    """[p]: the share of the modal energy |b|^2 of the samples of ``classes`` that lies in mode r,
+    over the same share for the other samples (a ratio of shares, so that a class whose observables
+    are smaller overall is not ranked below the others in every mode)."""
     mask = torch.zeros(len(stats.count), dtype=torch.bool)
     mask[list(classes)] = True
-    inside = stats.sum_e[mask].sum(0) / stats.count[mask].sum()
-    outside = stats.sum_e[~mask].sum(0) / stats.count[~mask].sum()
-    return inside / outside.clamp_min(1e-300)
+    inside, outside = stats.sum_e[mask].sum(0), stats.sum_e[~mask].sum(0)
+    return (inside / inside.sum()) / (outside / outside.sum()).clamp_min(1e-300)
