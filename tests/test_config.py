@@ -4,6 +4,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import EXPERIMENTS, compose_cfg, run_cli
+from kaelab.config import TASKS
 
 
 def test_experiments_exist():
@@ -16,7 +17,7 @@ def test_every_experiment_composes_and_resolves(experiment, tmp_path):
     cfg = compose_cfg([f"+experiment={experiment}"], tmp_path)
     assert cfg.name == experiment
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    assert resolved["task"] in ("train", "kae", "dmd", "edit", "topology")
+    assert resolved["task"] in TASKS
     assert resolved["model"]["epochs"] >= 1
 
 
