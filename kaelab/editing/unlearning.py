@@ -45,8 +45,9 @@ def exclusive_energy(keys_edit: torch.Tensor, keys_keep: torch.Tensor, keep: flo
 
     A linear edit can move the forgotten outputs without moving the retained ones only along
     directions the retained keys do not use: near 0, every direction that carries a forgotten key
-    also carries retained ones, and EMMET must trade forgetting against retention (Yin-Yang's
-    20-d observables); near 1, the forgotten class has directions of its own (MNIST's 800-d ones).
+    also carries retained ones, and EMMET must trade forgetting against retention; near 1, the
+    forgotten class has directions of its own. Measured: 0.03-0.07 on Yin-Yang's 20-d observables and
+    0.03-0.16 on MNIST's 800-d ones, so on both the targets decide how far a forgotten output moves.
     """
     k0 = keys_keep.double()
     evals, evecs = torch.linalg.eigh(k0.T @ k0)  # ascending; the right singular vectors of k0
