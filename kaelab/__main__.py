@@ -1,7 +1,8 @@
 """``python -m kaelab [+experiment=NAME] [key=value ...]``: compose the Hydra config and run it.
 
 Exit codes: 0 done (metrics.json written); 2 a one-line ``kaelab: error: ...`` about the input
-(in a sweep: the failed jobs are listed once every job has run); 143 stopped by SIGTERM and 130 by
+(in a sweep: any job that failed, for bad input or a crash, fails alone; the failed jobs are
+listed once every job has run, and in ``<sweep dir>/sweep_summary.json``); 143 stopped by SIGTERM and 130 by
 SIGINT, with one line saying where the last checkpoint is and how to resume.
 """
 
@@ -60,12 +61,20 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         from kaelab.pipeline import run
 
         metrics = run(cfg)
-    except KaelabError as err:
+    except Exception as err:
+        is_input = isinstance(err, KaelabError)
+        if not is_input and hc.mode != RunMode.MULTIRUN:
+            raise  # a bug in a single run: the traceback is the report
         message = " ".join(str(err).split())
-        print(f"kaelab: error: {message}", file=sys.stderr, flush=True)
-        if hc.mode != RunMode.MULTIRUN:
-            sys.exit(2)
+        if is_input:
+            print(f"kaelab: error: {message}", file=sys.stderr, flush=True)
+            if hc.mode != RunMode.MULTIRUN:
+                sys.exit(2)
+        else:  # a sweep job's crash (a bug, out of memory, ...): its traceback goes to the job's log
+            log.exception("job failed")
+            message = f"{type(err).__name__}: {message}"
         # a sweep job's error fails that job only: the sweep goes on and reports it at the end
+        # (kaelab.errors.RunGuard: sweep_summary.json, and a non-zero exit)
         try:
             (run_dir / ERROR_FILE).write_text(message + "\n")
         except OSError:
