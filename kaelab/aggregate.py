@@ -236,12 +236,13 @@ def render_markdown(sweep_dir: Path, jobs: list[Job], agg: dict[str, Any]) -> st
         rows.append(cells)
     out.append(markdown_table(headers, rows))
     bad = [j for j in jobs if j.status != "ok"]
+    keys = agg["swept_keys"] or sorted({k for j in bad for k in j.overrides})
     if bad:
         out += [f"Jobs without a result ({len(bad)} of {len(jobs)}):", ""]
         out.append(
             markdown_table(
                 ["job", "status", "overrides", "error"],
-                [[j.name, j.status, " ".join(f"{k}={v}" for k, v in j.overrides.items()), j.error or ""] for j in bad],
+                [[j.name, j.status, " ".join(f"{k}={j.overrides.get(k)}" for k in keys), j.error or ""] for j in bad],
             )
         )
     return "\n".join(out)
