@@ -61,6 +61,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         from kaelab.pipeline import run
 
         metrics = run(cfg)
+        value = optimized_value(cfg, metrics)
     except Exception as err:
         is_input = isinstance(err, KaelabError)
         if not is_input and hc.mode != RunMode.MULTIRUN:
@@ -83,11 +84,20 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     from kaelab.metrics import summary_table
 
     log.info("%s", summary_table(cfg, run_dir, metrics, time.perf_counter() - t0))
-    # a scalar return value lets Hydra sweepers optimise it
-    for key in ("kae/test_acc", "dmd/test_acc", "test/acc"):
-        if key in metrics:
-            return float(metrics[key])
-    return None
+    return value  # what a Hydra sweeper that optimises (Optuna) reads
+
+
+def optimized_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
+    """The value a Hydra sweeper optimises (hydra/sweeper=optuna): ``metrics[cfg.optimized_metric]``
+    (a validation metric; check_values refuses test ones), None when no metric is named."""
+    key = OmegaConf.select(cfg, "optimized_metric", default=None)
+    if key is None:
+        return None
+    value = metrics.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        have = ", ".join(k for k, v in sorted(metrics.items()) if isinstance(v, float) and "test" not in k)
+        raise KaelabError(f"optimized_metric={key} is not a number in this run's metrics.json (have: {have})")
+    return float(value)
 
 
 def interrupt_message(signum: int, run_dir: Path | None, task: str | None, overrides: list[str]) -> str:

@@ -118,11 +118,11 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
         overrides = parse_overrides(yaml.safe_load(ov_file.read_text()) or []) if ov_file.is_file() else {}
         slot = _read_json(job_dir / SLOT_FILE)
         metrics = _read_json(job_dir / "metrics.json")
-        if metrics is not None:
-            jobs.append(Job(job_dir.name, overrides, "ok", metrics=metrics, slot=slot))
-        elif (job_dir / ERROR_FILE).is_file():
+        if (job_dir / ERROR_FILE).is_file():  # also after metrics.json (e.g. no optimized_metric in it)
             error = " ".join((job_dir / ERROR_FILE).read_text().split())
             jobs.append(Job(job_dir.name, overrides, "failed", error=error, slot=slot))
+        elif metrics is not None:
+            jobs.append(Job(job_dir.name, overrides, "ok", metrics=metrics, slot=slot))
         else:
             jobs.append(Job(job_dir.name, overrides, "missing", error="no metrics.json and no error.txt", slot=slot))
     seen = [j.overrides for j in jobs]

@@ -97,3 +97,29 @@ def test_parallel_sweep_in_fresh_processes_survives_a_failing_point(tmp_path):
     md = (sweep / "aggregate.md").read_text()
     assert "| 0 | 2 |" in md  # kae.lambdas.iso=0: both seeds, no failure
     assert "| -1 | 0 (2 failed/missing) |" in md and "must be >= 0" in md
+
+
+def test_slurm_config_composes(tmp_path):
+    from hydra import compose, initialize_config_module
+
+    overrides = ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=30"]
+    with initialize_config_module(version_base="1.3", config_module="kaelab.conf"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 1, 30)
+    assert launcher.max_num_timeout == 0 and launcher.array_parallelism > 1
+
+
+def test_submitit_local_executor_runs_the_sweep(tmp_path):
+    """The submitit launcher (the SLURM one's local executor): each job a fresh process, results and
+    the sweep's summary as with any launcher."""
+    tiny = ["+experiment=yinyang_mlp", "data.n_train=200", "data.n_val=50", "data.n_test=50", "model.epochs=2"]
+    args = ["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "seed=0,1", *tiny]
+    proc = run_cli([*args, "callbacks=minimal", "logger.csv=false", "trainer.num_threads=1"], tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = next((tmp_path / "multirun" / "yinyang_mlp").iterdir())
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert (summary["n_ok"], summary["n_failed"]) == (2, 0)
+    assert len(list((sweep / ".submitit").rglob("*_result.pkl"))) == 2  # submitit ran both jobs
+    assert "| 2 |" in (sweep / "aggregate.md").read_text()  # one row, n = 2 seeds
