@@ -1,7 +1,8 @@
 """``python -m kaelab [+experiment=NAME] [key=value ...]``: compose the Hydra config and run it.
 
 Exit codes: 0 done (metrics.json written); 2 a one-line ``kaelab: error: ...`` about the input
-(in a sweep: the failed jobs are listed once every job has run); 143 stopped by SIGTERM and 130 by
+(in a sweep: any job that failed, for bad input or a crash, fails alone; the failed jobs are
+listed once every job has run, and in ``<sweep dir>/sweep_summary.json``); 143 stopped by SIGTERM and 130 by
 SIGINT, with one line saying where the last checkpoint is and how to resume.
 """
 
@@ -60,12 +61,21 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         from kaelab.pipeline import run
 
         metrics = run(cfg)
-    except KaelabError as err:
+        value = optimized_value(cfg, metrics)
+    except Exception as err:
+        is_input = isinstance(err, KaelabError)
+        if not is_input and hc.mode != RunMode.MULTIRUN:
+            raise  # a bug in a single run: the traceback is the report
         message = " ".join(str(err).split())
-        print(f"kaelab: error: {message}", file=sys.stderr, flush=True)
-        if hc.mode != RunMode.MULTIRUN:
-            sys.exit(2)
+        if is_input:
+            print(f"kaelab: error: {message}", file=sys.stderr, flush=True)
+            if hc.mode != RunMode.MULTIRUN:
+                sys.exit(2)
+        else:  # a sweep job's crash (a bug, out of memory, ...): its traceback goes to the job's log
+            log.exception("job failed")
+            message = f"{type(err).__name__}: {message}"
         # a sweep job's error fails that job only: the sweep goes on and reports it at the end
+        # (kaelab.errors.RunGuard: sweep_summary.json, and a non-zero exit)
         try:
             (run_dir / ERROR_FILE).write_text(message + "\n")
         except OSError:
@@ -74,11 +84,20 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     from kaelab.metrics import summary_table
 
     log.info("%s", summary_table(cfg, run_dir, metrics, time.perf_counter() - t0))
-    # a scalar return value lets Hydra sweepers optimise it
-    for key in ("kae/test_acc", "dmd/test_acc", "test/acc"):
-        if key in metrics:
-            return float(metrics[key])
-    return None
+    return value  # what a Hydra sweeper that optimises (Optuna) reads
+
+
+def optimized_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
+    """The value a Hydra sweeper optimises (hydra/sweeper=optuna): ``metrics[cfg.optimized_metric]``
+    (a validation metric; check_values refuses test ones), None when no metric is named."""
+    key = OmegaConf.select(cfg, "optimized_metric", default=None)
+    if key is None:
+        return None
+    value = metrics.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        have = ", ".join(k for k, v in sorted(metrics.items()) if isinstance(v, float) and "test" not in k)
+        raise KaelabError(f"optimized_metric={key} is not a number in this run's metrics.json (have: {have})")
+    return float(value)
 
 
 def interrupt_message(signum: int, run_dir: Path | None, task: str | None, overrides: list[str]) -> str:

@@ -148,6 +148,9 @@ class Config:
     task: str = "train"  # train | kae | dmd | edit | topology | spectrum
     seed: int = 0
     ckpt_path: Optional[str] = None  # resume the base-model training run from this checkpoint
+    # the metrics.json key a run returns to a Hydra sweeper that optimises (hydra/sweeper=optuna):
+    # a validation or training metric (e.g. kae/val_acc), never a test one
+    optimized_metric: Optional[str] = None
     data: Any = MISSING
     model: ModelConfig = MISSING  # type: ignore[assignment]
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -250,6 +253,12 @@ def check_values(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value} must be in [{low}, {high})")
 
     task = cfg.task
+    metric = OmegaConf.select(cfg, "optimized_metric", default=None)
+    if metric is not None and "test" in str(metric).split("/")[-1]:
+        raise ConfigError(
+            f"optimized_metric={metric} is a test metric: a search must select on validation data "
+            "(e.g. kae/val_acc, val/acc), and the test split reports the selected run"
+        )
     if cfg.ckpt_path and task != "train":
         raise ConfigError(
             f"ckpt_path resumes a task=train run; task={task} does not use it (a trained base model is given "

@@ -64,8 +64,9 @@ def is_empty_dir(path: Path) -> bool:
 class RunGuard(Callback):
     """Before Hydra creates the run (or sweep) directory: it must be creatable and writable, and
     empty unless the run resumes (``ckpt_path``), so two runs never write into one directory. After
-    a sweep: one line listing the jobs that failed (their errors are in ``<job dir>/error.txt``),
-    and a non-zero exit, once every job has run."""
+    a sweep: ``sweep_summary.json`` (every job's status and error, artifact builds), the sweep's
+    table (``aggregate.md``/``.csv``, ``kaelab.aggregate``), one line listing the jobs that failed
+    (their errors are in ``<job dir>/error.txt``) and a non-zero exit, once every job has run."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir")))
@@ -87,10 +88,21 @@ class RunGuard(Callback):
             fail(problem)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from kaelab.aggregate import write_sweep_summary, write_tables
+
         sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
-        jobs = sorted((p.parent for p in sweep_dir.glob("*/.hydra")), key=lambda j: (len(j.name), j.name))
-        failed = [j for j in jobs if (j / ERROR_FILE).is_file()]  # the sweep dir was empty at the start
-        if failed:
-            first = (failed[0] / ERROR_FILE).read_text().strip()
-            names = ", ".join(j.name for j in failed)
-            fail(f"{len(failed)} of {len(jobs)} sweep jobs failed (job {names}; first: {first}); see {sweep_dir}")
+        summary = write_sweep_summary(sweep_dir)  # the sweep dir was empty at the start: every job is ours
+        if summary["n_ok"]:
+            try:
+                md_path, _, _ = write_tables(sweep_dir)
+                print(f"kaelab: sweep table: {md_path} (python -m kaelab.aggregate {sweep_dir})", file=sys.stderr)
+            except KaelabError as err:  # e.g. no metric in common: the jobs' results are still there
+                print(f"kaelab: no sweep table: {err}", file=sys.stderr)
+        bad = summary["failed"] + summary["missing"]
+        if bad:
+            first = bad[0]["error"]
+            names = ", ".join(j["job"] for j in bad)
+            fail(
+                f"{len(bad)} of {summary['n_jobs']} sweep jobs failed (job {names}; first: {first}); "
+                f"see {sweep_dir / 'sweep_summary.json'}"
+            )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from kaelab.config import TASKS, check_values
+from kaelab.dashboards import finish_run, start_run
 from kaelab.errors import ConfigError, writable_dir_problem
 from kaelab.metrics import write_metrics
 from kaelab.training import configure_runtime
@@ -41,7 +43,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     configure_runtime(cfg)
     module_name, fn_name = TASK_FUNCTIONS[cfg.task].split(":")
     task_fn = getattr(importlib.import_module(module_name), fn_name)
-    metrics = task_fn(cfg, run_dir)
-    path = write_metrics(run_dir / "metrics.json", metrics)
+    wandb_run = start_run(cfg, run_dir)  # logger=wandb: one W&B run for the whole job
+    try:
+        metrics = task_fn(cfg, run_dir)
+        path = write_metrics(run_dir / "metrics.json", metrics)
+    except BaseException:
+        finish_run(wandb_run, run_dir, None)
+        raise
     log.info("wrote %s", path)
+    finish_run(wandb_run, run_dir, json.loads(path.read_text()))
     return metrics

@@ -20,6 +20,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from kaelab.aggregate import fmt_mean_sd, markdown_table
 from kaelab.errors import KaelabError
 
 log = logging.getLogger("kaelab.table1")
@@ -79,14 +80,9 @@ def run_edit(dataset: str, seed: int, cls: int, run_dir: Path, overrides: list[s
     return metrics
 
 
-def mean_sd(values: list[float], scale: float = 100.0) -> tuple[float, float]:
-    vals = [v * scale for v in values]
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
-
-
 def fmt(values: list[float]) -> str:
-    m, s = mean_sd(values)
-    return f"{m:.2f} ({s:.2f})"
+    """Percent "mean (SD)" over seeds (the writer shared with ``python -m kaelab.aggregate``)."""
+    return fmt_mean_sd(values, scale=100.0)
 
 
 def table_rows(dataset: str, runs: dict[tuple[int, int], dict]) -> list[dict]:
@@ -125,20 +121,28 @@ def markdown(rows: list[dict], overrides: list[str]) -> str:
     ]
     if overrides:
         out += [f"Overrides: `{' '.join(overrides)}`", ""]
-    out += [
-        "| dataset | MLP top-1 | KAE top-1 (SD) | target | edited acc. (SD) | retained acc. (SD) | worst seed after "
-        "| edit time (s) | paper: MLP / KAE / edited |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    headers = [
+        "dataset", "MLP top-1", "KAE top-1 (SD)", "target", "edited acc. (SD)", "retained acc. (SD)",
+        "worst seed after", "edit time (s)", "paper: MLP / KAE / edited",
+    ]  # fmt: skip
+    body = []
     for r in rows:
         p = PAPER[r["dataset"]]
-        paper = f"{p['mlp']} / {p['kae']} / {r['paper'] or '-'}"
-        out.append(
-            f"| {r['dataset']} | {r['base_top1']} | {r['kae_top1']} | {r['target']} | {r['class_before']} -> "
-            f"{r['class_after']} | {r['retain_before']} -> {r['retain_after']} | {r['max_class_after']} "
-            f"| {r['edit_time_s']} | {paper} |"
+        body.append(
+            [
+                r["dataset"],
+                r["base_top1"],
+                r["kae_top1"],
+                r["target"],
+                f"{r['class_before']} -> {r['class_after']}",
+                f"{r['retain_before']} -> {r['retain_after']}",
+                r["max_class_after"],
+                r["edit_time_s"],
+                f"{p['mlp']} / {p['kae']} / {r['paper'] or '-'}",
+            ]
         )
-    return "\n".join(out) + "\n"
+    out.append(markdown_table(headers, body))
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:

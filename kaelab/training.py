@@ -26,12 +26,11 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from kaelab.dashboards import wandb_enabled
 from kaelab.errors import ConfigError
 from kaelab.metrics import scalars
 
 log = logging.getLogger(__name__)
-
-WANDB_MODES = ("online", "offline", "disabled")
 
 
 def build_loggers(cfg: DictConfig, save_dir: Path, run_name: str) -> list[Logger]:
@@ -41,10 +40,8 @@ def build_loggers(cfg: DictConfig, save_dir: Path, run_name: str) -> list[Logger
         loggers.append(CSVLogger(save_dir=str(save_dir), name="csv", version=""))
     if lc.tensorboard:
         loggers.append(TensorBoardLogger(save_dir=str(save_dir), name="tensorboard", version=""))
-    if lc.wandb is not None:
+    if wandb_enabled(cfg):  # logs into the job's W&B run (kaelab.dashboards), opened here if none is
         w = lc.wandb
-        if w.mode not in WANDB_MODES:
-            raise ConfigError(f"logger.wandb.mode must be one of {WANDB_MODES}, got {w.mode!r}")
         loggers.append(
             WandbLogger(
                 name=run_name,
@@ -204,6 +201,8 @@ def configure_runtime(cfg: DictConfig) -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*litlogger.*")
+    # logger=wandb: every stage's WandbLogger joins the job's run on purpose (kaelab.dashboards)
+    warnings.filterwarnings("ignore", message=".*wandb run already in progress.*")
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropTips) for f in rank_zero.filters):
         rank_zero.addFilter(_DropTips())

@@ -1,5 +1,7 @@
 """Loggers (CSV default, TensorBoard, Weights & Biases offline / disabled) and GPU sweep slots."""
 
+import json
+
 import pytest
 
 from conftest import compose_cfg, run_cfg
@@ -66,3 +68,62 @@ def test_gpu_configs_compose(tmp_path):
     cfg = compose_cfg(["+experiment=mnist_kae", "trainer=ddp"], tmp_path)
     assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.strategy) == ("gpu", -1, "ddp")
     assert compose_cfg(["trainer=gpu"], tmp_path).trainer.accelerator == "gpu"
+
+
+# ------------------------------------------------------------------ W&B: one run per job, read back
+TINY_DMD = [
+    "+experiment=yinyang_dmd",
+    "data.n_train=400",
+    "data.n_val=200",
+    "data.n_test=300",
+    "data.batch_size=100",
+    "model.epochs=4",
+    "trainer.num_threads=1",
+    "dmd.scaling.epochs=3",
+    "dmd.scaling.n_layers=3",
+    "dmd.scaling.width=null",
+    "dmd.h=1",
+    "dmd.rank=-1",
+    "dmd.n_fit=200",
+    "dmd.grid.h=[0,1]",
+    "dmd.grid.rank=[4,-1]",
+    "dmd.grid.span=[]",
+    "dmd.boundary_resolution=40",
+    "callbacks.progress_bar=none",
+    "logger=wandb",
+    "logger.wandb.mode=offline",
+]
+
+
+def test_offline_wandb_run_holds_config_metrics_figures_and_summary(tmp_path, monkeypatch):
+    from wandb_records import read_offline_run
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    metrics = run_cfg(TINY_DMD, tmp_path)
+    (run_dir,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
+    run = read_offline_run(run_dir)
+    assert run["run"].run_group == "yinyang_dmd" and {"yinyang_dmd", "task:dmd"} <= set(run["run"].tags)
+    assert run["config"]["model"]["epochs"] == 4 and run["config"]["dmd"]["h"] == 1  # the resolved config
+    logged = {k for row in run["history"] for k in row}
+    assert "train/loss" in logged and "val/acc" in logged  # the stages' Lightning metrics
+    pngs = sorted(p.relative_to(tmp_path / "run").with_suffix("").as_posix() for p in (tmp_path / "run").rglob("*.png"))
+    pngs = [p for p in pngs if not p.startswith("wandb/")]
+    assert pngs and all(f"figures/{p}/_type" in logged for p in pngs)  # every figure, as wandb.Image
+    assert len(list(run_dir.glob("files/media/images/figures/**/*.png"))) == len(pngs)
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert all(run["summary"][k] == v for k, v in saved.items())  # metrics.json is the run summary
+    assert run["exit_code"] == 0 and 0.0 <= metrics["dmd/test_acc"] <= 1.0
+
+
+def test_one_wandb_run_per_job_in_one_process(tmp_path, monkeypatch):
+    from wandb_records import read_offline_run
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    fast = [*TINY, "logger=wandb", "logger.wandb.mode=offline", "logger.wandb.tags=[sweep-test]"]
+    for seed in (0, 1):  # two jobs in one process, as sweep jobs sharing a joblib worker
+        run_cfg([*fast, f"seed={seed}", f"paths.run_dir={tmp_path / f'job{seed}'}"], tmp_path)
+    runs = [read_offline_run(next((tmp_path / f"job{s}" / "wandb").glob("offline-run-*"))) for s in (0, 1)]
+    assert runs[0]["run"].run_id != runs[1]["run"].run_id
+    assert all(r["exit_code"] == 0 and "sweep-test" in r["run"].tags for r in runs)  # each finished
+    assert [r["config"]["seed"] for r in runs] == [0, 1]
+    assert all("test/acc" in r["summary"] for r in runs)

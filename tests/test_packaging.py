@@ -9,7 +9,8 @@ from conftest import REPO
 
 def test_every_package_is_listed_in_pyproject():
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "kaelab").rglob("__init__.py")}
+    inits = [*(REPO / "kaelab").rglob("__init__.py"), *(REPO / "hydra_plugins").rglob("__init__.py")]
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in inits}
     groups = {
         ".".join(("kaelab", "conf", *p.relative_to(REPO / "conf").parts))
         for p in (REPO / "conf").rglob("*")

@@ -81,3 +81,26 @@ def test_checkpoints_and_csv_log_are_written(tmp_path):
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "model.ckpt").is_file()
     header = (run / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert "train/loss" in header and "val/acc" in header and "test/acc" in header
+
+
+def test_per_step_loss_logged_only_when_a_logger_takes_it_gives_the_same_logs(tmp_path, monkeypatch):
+    """The base model logs its step loss only on the steps Lightning sends to the loggers (and the
+    epoch's last batch): the CSV log, the callback metrics and metrics.json are exactly those of a
+    run that logs every step."""
+    import csv
+
+    from kaelab.models.classifier import Classifier
+
+    args = [*SMALL_YY, "model.epochs=3", "trainer.log_every_n_steps=3", "callbacks=minimal", "trainer.num_threads=1"]
+
+    def run(name):
+        m = run_cfg([*args, f"paths.run_dir={tmp_path / name}"], tmp_path)
+        rows = list(csv.DictReader(open(tmp_path / name / "csv" / "metrics.csv")))
+        return m, [(r["step"], r["train/loss"]) for r in rows if r.get("train/loss")]
+
+    gated, gated_rows = run("gated")
+    monkeypatch.setattr(Classifier, "_logger_takes_this_step", lambda self, batch_idx: True)
+    every, every_rows = run("every")
+    assert gated_rows == every_rows and 30 // 3 <= len(gated_rows) < 30  # 10 steps an epoch, 3 epochs
+    same = ("train/loss", "train/acc", "val/acc", "test/acc", "test/acc_per_class")
+    assert {k: gated[k] for k in same} == {k: every[k] for k in same}

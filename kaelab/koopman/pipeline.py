@@ -250,11 +250,13 @@ def trained_kae(
 
 
 def surrogate_report(cfg: DictConfig, base: BaseModel, data: Representations, art: KAEArtifact) -> dict[str, Any]:
-    """Surrogate accuracy (test and train splits) and the final value of each loss term."""
+    """Surrogate accuracy (test, train and, when the data has one, validation split) and the final
+    value of each loss term. ``kae/val_acc`` is what a search over KAE settings may optimise
+    (``optimized_metric``); the test split only reports."""
     src, tgt, kae, prep = art.source, art.target, art.kae, art.prep
     metrics: dict[str, Any] = {"kae/source_layer": src, "kae/target_layer": tgt, **art.train_metrics}
     metrics.update({"base/cache_hit": base.cache_hit, "kae/cache_hit": art.cache_hit, "kae/key": art.key})
-    for split in ("test", "train"):
+    for split in [s for s in ("test", "train", "val") if s in data.reps]:
         r = data.reps[split]
         metrics.update(
             evaluate_surrogate(

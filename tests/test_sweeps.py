@@ -1,0 +1,125 @@
+"""Sweeps that scale: hydra/launcher=slots (a fresh process per job, its own GPU or CPU share), a
+failing grid point inside a parallel sweep, the sweep's table and sweep_summary.json."""
+
+import json
+import os
+
+import pytest
+
+from conftest import compose_cfg, run_cli
+from kaelab.errors import ConfigError
+from kaelab.launcher import Slot, make_slots
+
+TINY_KAE = [
+    "data.n_train=300",
+    "data.n_val=50",
+    "data.n_test=100",
+    "model.epochs=3",
+    "kae.epochs=2",
+    "callbacks=minimal",
+    "logger.csv=false",
+]
+
+
+def test_slots_split_cpu_cores_between_jobs():
+    slots = make_slots(None, "auto", None, cores=8, gpu_ids=[])
+    assert len(slots) == 8 and all(s.gpu is None and s.threads == 1 for s in slots)
+    slots = make_slots(2, "auto", None, cores=8, gpu_ids=[])
+    assert [s.threads for s in slots] == [4, 4]  # 2 jobs x 4 threads = the 8 cores, not 2 x 8
+    assert slots[0].env()["OMP_NUM_THREADS"] == "4" and slots[0].env()["CUDA_VISIBLE_DEVICES"] == ""
+    assert make_slots(3, "never", 2, cores=2, gpu_ids=[0, 1])[0].threads == 2  # explicit threads win
+
+
+def test_slots_give_each_job_its_own_gpu():
+    slots = make_slots(None, "auto", None, cores=16, gpu_ids=[0, 1, 2, 3])
+    assert [s.gpu for s in slots] == [0, 1, 2, 3] and all(s.threads == 4 for s in slots)
+    assert [s.env()["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0", "1", "2", "3"]
+    # CUDA_VISIBLE_DEVICES=5,7 on the launcher: the jobs get 5 and 7
+    assert [s.gpu for s in make_slots(None, "auto", None, cores=4, gpu_ids=[5, 7])] == [5, 7]
+    assert make_slots(None, "never", None, cores=4, gpu_ids=[0, 1])[0].gpu is None
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((None, "always", None, 4, []), "no GPU is visible"),
+        ((5, "auto", None, 4, [0, 1]), "n_jobs=5 > 2 visible GPUs"),
+        ((0, "auto", None, 4, []), "n_jobs=0 must be >= 1"),
+        ((2, "sometimes", None, 4, []), "gpus must be auto, always or never"),
+        ((2, "auto", 0, 4, []), "threads_per_job=0 must be >= 1"),
+    ],
+)
+def test_bad_slot_settings(args, message):
+    with pytest.raises(ConfigError, match=message):
+        make_slots(*args)
+
+
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
+    from kaelab.launcher import visible_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    assert visible_gpus() == [3, 1]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus() == []
+    assert Slot(0, None, 1).describe() == "slot 0 (CPU, 1 threads)"
+
+
+def test_launcher_configs_compose(tmp_path):
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(version_base="1.3", config_module="kaelab.conf"):
+        cfg = compose("config", overrides=["hydra/launcher=slots", "hydra.launcher.n_jobs=2"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.kaelab_launcher.slots_launcher.SlotsLauncher"
+    assert (launcher.n_jobs, launcher.gpus, launcher.threads_per_job) == (2, "auto", None)
+    assert compose_cfg(["+experiment=yinyang_kae"], tmp_path).task == "kae"
+
+
+def test_parallel_sweep_in_fresh_processes_survives_a_failing_point(tmp_path):
+    """2 seeds x 2 lambdas on 2 CPU slots, one lambda invalid: the other jobs finish on one shared
+    base model, each in its own process with half the cores; the sweep exits 2 and its summary and
+    table list the failures."""
+    args = ["-m", "hydra/launcher=slots", "hydra.launcher.n_jobs=2", "seed=0,1", "kae.lambdas.iso=0,-1", *TINY_KAE]
+    proc = run_cli(args, tmp_path, timeout=900)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("kaelab: error: 2 of 4 sweep jobs failed (job 1, 3; first: kae.lambdas.iso=-1")
+    sweep = next((tmp_path / "multirun" / "yinyang_kae").iterdir())
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert (summary["n_ok"], summary["n_failed"], summary["n_missing"]) == (2, 2, 0)
+    assert {f["overrides"]["kae.lambdas.iso"] for f in summary["failed"]} == {"-1"}
+    assert summary["artifact_builds"]["base_model"] == 1  # the jobs shared one base model
+    slots = [json.loads((sweep / j / "slot.json").read_text()) for j in ("0", "2")]
+    assert len({s["pid"] for s in slots}) == 2  # a fresh process per job
+    cores = len(os.sched_getaffinity(0))
+    assert all(s["torch_threads"] == max(1, cores // 2) and s["cuda_visible_devices"] == "" for s in slots)
+    md = (sweep / "aggregate.md").read_text()
+    assert "| 0 | 2 |" in md  # kae.lambdas.iso=0: both seeds, no failure
+    assert "| -1 | 0 (2 failed/missing) |" in md and "must be >= 0" in md
+
+
+def test_slurm_config_composes(tmp_path):
+    from hydra import compose, initialize_config_module
+
+    overrides = ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=30"]
+    with initialize_config_module(version_base="1.3", config_module="kaelab.conf"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 1, 30)
+    assert launcher.max_num_timeout == 0 and launcher.array_parallelism > 1
+
+
+def test_submitit_local_executor_runs_the_sweep(tmp_path):
+    """The submitit launcher (the SLURM one's local executor): each job a fresh process, results and
+    the sweep's summary as with any launcher."""
+    tiny = ["+experiment=yinyang_mlp", "data.n_train=200", "data.n_val=50", "data.n_test=50", "model.epochs=2"]
+    args = ["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "seed=0,1", *tiny]
+    proc = run_cli([*args, "callbacks=minimal", "logger.csv=false", "trainer.num_threads=1"], tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = next((tmp_path / "multirun" / "yinyang_mlp").iterdir())
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert (summary["n_ok"], summary["n_failed"]) == (2, 0)
+    assert len(list((sweep / ".submitit").rglob("*_result.pkl"))) == 2  # submitit ran both jobs
+    assert "| 2 |" in (sweep / "aggregate.md").read_text()  # one row, n = 2 seeds
