@@ -64,12 +64,17 @@ def extract(net: nn.Module, layers: Sequence[str], x: torch.Tensor, batch_size: 
     return {n: torch.cat(v) for n, v in outputs.items()}
 
 
+def representations_key(base_key: str, layers: Sequence[str], split_sizes: dict[str, int]) -> str:
+    """Cache key of the representations of ``layers`` of the base model ``base_key``."""
+    return config_key("representations", base_key, sorted(dict.fromkeys(layers)), split_sizes)
+
+
 def cached_representations(
     cache: ArtifactCache, base_key: str, net: nn.Module, splits: dict[str, torch.Tensor], layers: Sequence[str]
 ) -> dict[str, dict[str, torch.Tensor]]:
     """``{split: {layer: tensor}}`` for the base model ``base_key``, extracted once and cached."""
     layers = list(dict.fromkeys(layers))
-    key = config_key("representations", base_key, sorted(layers), {s: len(x) for s, x in splits.items()})
+    key = representations_key(base_key, layers, {s: len(x) for s, x in splits.items()})
 
     def build(tmp: Path) -> None:
         tensors = {}
