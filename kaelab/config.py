@@ -52,13 +52,13 @@ class MNISTDataConfig:
 
 # --------------------------------------------------------------------------------------------- model
 @dataclass
-class NetConfig:
-    arch: str = MISSING  # resmlp | mlp
-    in_dim: int = MISSING
-    out_dim: int = MISSING
-    width: Optional[int] = None  # resmlp
-    n_blocks: Optional[int] = None  # resmlp
-    hidden: Optional[list[int]] = None  # mlp
+class TrajectoryConfig:
+    """Which modules of the network form its trajectory through depth (kaelab/models/trajectory.py):
+    module paths whose outputs are the states, in order (``"blocks.*"``: the children of ``blocks``),
+    and the module that maps the last state to the logits."""
+
+    stages: list[str] = MISSING  # type: ignore[assignment]
+    head: str = MISSING
 
 
 @dataclass
@@ -74,7 +74,11 @@ class OptimConfig:
 
 @dataclass
 class ModelConfig:
-    net: NetConfig = field(default_factory=NetConfig)
+    # the network: a ``_target_`` config, built by hydra.utils.instantiate (kaelab/models/factory.py);
+    # its arguments are checked against the target's signature before any work starts
+    net: Any = MISSING
+    # null: the network's own trajectory_spec() (kaelab's ResMLP and MLP have one)
+    trajectory: Optional[TrajectoryConfig] = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     epochs: int = MISSING
     label_smoothing: float = 0.0
@@ -282,6 +286,9 @@ def check_values(cfg: DictConfig) -> None:
     within("model.optim.momentum", 0.0, 1.0)
     if not 0.0 < OmegaConf.select(cfg, "model.optim.warmup_frac", default=0.5) < 1.0:
         raise ConfigError(f"model.optim.warmup_frac={cfg.model.optim.warmup_frac} must be in (0, 1)")
+    from kaelab.models.factory import check_net_config
+
+    check_net_config(OmegaConf.to_container(cfg.model.net, resolve=True))
     hidden = OmegaConf.select(cfg, "model.net.hidden", default=None)
     if hidden is not None and (len(hidden) == 0 or min(hidden) < 1):
         raise ConfigError(f"model.net.hidden={list(hidden)} must list widths >= 1")

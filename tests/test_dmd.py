@@ -16,9 +16,8 @@ from kaelab.dmd.hybrid import HybridNet, resolve_span
 from kaelab.dmd.layer_scaling import new_layers, train_scaling
 from kaelab.dmd.operator import fit_delay_dmd
 from kaelab.dmd.study import collect_states
-from kaelab.dmd.trajectory import DepthTrajectory, scaled_mlp_trajectory
 from kaelab.errors import ConfigError
-from kaelab.models import MLP
+from kaelab.models import MLP, Trajectory
 
 # a tiny Yin-Yang binary set-up: the callback / task tests train for seconds, not minutes
 TINY_YY = [
@@ -64,7 +63,7 @@ def linear_system(n: int = 64, steps: int = 7, dim: int = 4, seed: int = 0):
     return torch.stack(states, 1), A
 
 
-def linear_net(A: torch.Tensor, n_stages: int) -> DepthTrajectory:
+def linear_net(A: torch.Tensor, n_stages: int) -> Trajectory:
     """A network whose every stage is the linear map A: its depth trajectory is a linear system."""
     stages = []
     for _ in range(n_stages):
@@ -72,7 +71,8 @@ def linear_net(A: torch.Tensor, n_stages: int) -> DepthTrajectory:
         lin.weight.data.copy_(A)
         stages.append(lin)
     head = nn.Linear(A.shape[0], 3).double()
-    return DepthTrajectory(nn.Identity(), stages, head, [A.shape[0]] * (n_stages + 1)).eval()
+    d = A.shape[0]
+    return Trajectory(nn.Identity(), stages, head, [f"s{t}" for t in range(n_stages + 1)], [d] * (n_stages + 1), d).eval()
 
 
 # ------------------------------------------------------------------------------- delay embedding
@@ -153,8 +153,8 @@ def test_scaled_mlp_trajectory_has_n_plus_2_states_and_same_function():
     net = MLP(4, [8, 6, 3], 2).eval()
     n = 4
     ident = new_layers(8, n, init="identity", noise=0.0)  # ReLU(I s) = s on the nonnegative input
-    traj = scaled_mlp_trajectory(net, 1, list(ident))
     x = torch.rand(32, 4)
+    traj = Trajectory.of(net, x[:2]).scaled(1, list(ident))
     assert traj.n_states == n + 2 and traj.widths == [8] * (n + 1) + [6]
     with torch.no_grad():
         torch.testing.assert_close(traj(x), net(x))
@@ -168,8 +168,8 @@ def test_train_scaling_reproduces_the_downstream_activation():
     net = MLP(4, [8, 6, 3], 2).eval()
     x = torch.rand(512, 4)
     cfg = as_dmd_config({"scaling": {"layer": 1, "n_layers": 3, "epochs": 30, "lr": 3e-3, "batch_size": 128}})
-    layers, info = train_scaling(net, x, cfg.scaling)
-    traj = scaled_mlp_trajectory(net, 1, list(layers))
+    layers, info = train_scaling(Trajectory.of(net, x[:2]), x, cfg.scaling)
+    traj = Trajectory.of(net, x[:2]).scaled(1, list(layers))
     with torch.no_grad():
         target = net.layers[1](net.layers[0](x))
         rel = (traj.run(traj.prefix(x), 0, 4) - target).norm() / target.norm()
@@ -177,7 +177,7 @@ def test_train_scaling_reproduces_the_downstream_activation():
     assert info["scaling/train_huber"] < 0.05
     assert all(p.requires_grad for p in net.parameters())  # the caller's net is left as it was
     with pytest.raises(ConfigError, match="not a hidden layer"):
-        train_scaling(net, x, as_dmd_config({"scaling": {"layer": 3}}).scaling)
+        train_scaling(Trajectory.of(net, x[:2]), x, as_dmd_config({"scaling": {"layer": 3}}).scaling)
 
 
 # ------------------------------------------------------------------------- callback and the task
@@ -224,6 +224,7 @@ def test_dmd_task_on_cached_residual_mlp(tmp_path):
         "dmd.grid.span=[[0,4],[1,4]]",
         "dmd.select=val",
         "dmd.figures=false",
+        "dmd.scaling.n_layers=0",  # the blocks are the trajectory
     ]
     m = run_cfg(over, tmp_path)
     assert m["dmd/n_states"] == 5  # input layer + 4 blocks of the residual MLP

@@ -1,6 +1,6 @@
 """The hybrid network: true layers, then the DMD operator over the replaced span, then true layers.
 
-For a span ``[a, b]`` of a DepthTrajectory and ``h`` delays (Koopman layers paper, Sec. 3):
+For a span ``[a, b]`` of a Trajectory (kaelab/models/trajectory.py) and ``h`` delays (Koopman layers paper, Sec. 3):
 
 1. the true network computes ``s_0 .. s_a`` and the seed window ``s_a .. s_{a+h}`` (h + 1 states);
 2. the operator predicts ``s_{a+h+1} .. s_b`` from the delay vector of the seed window, so it
@@ -17,7 +17,7 @@ from torch import nn
 
 from kaelab.dmd.delay import check_delay
 from kaelab.dmd.operator import DelayOperator
-from kaelab.dmd.trajectory import DepthTrajectory
+from kaelab.models.trajectory import Trajectory
 from kaelab.errors import ConfigError
 
 
@@ -36,7 +36,7 @@ def resolve_span(span, n_states: int) -> tuple[int, int]:
 
 
 class HybridNet(nn.Module):
-    def __init__(self, traj: DepthTrajectory, operator: DelayOperator, span: tuple[int, int], rollout: str):
+    def __init__(self, traj: Trajectory, operator: DelayOperator, span: tuple[int, int], rollout: str):
         super().__init__()
         a, b = span
         check_delay(operator.h, b - a + 1)

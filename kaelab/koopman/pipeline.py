@@ -19,17 +19,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
-from kaelab.base_model import BaseModel, base_model, trainer_key_settings
+from kaelab.base_model import BaseModel, base_model, trainer_key_settings, trajectory_spec
 from kaelab.cache import ArtifactCache, config_key
 from kaelab.data import InMemoryDataModule
 from kaelab.errors import ConfigError
 from kaelab.koopman.kae import LOSS_TERMS, RECON_REDUCTIONS, KoopmanAutoencoder
 from kaelab.koopman.operator import G_INITS
 from kaelab.koopman.preprocessing import PairPreprocessor
-from kaelab.koopman.representations import cached_representations, representation_names, resolve_layer
+from kaelab.koopman.representations import cached_representations, resolve_layer
 from kaelab.koopman.surrogate import evaluate_surrogate, mean_loss_terms
 from kaelab.metrics import write_metrics
-from kaelab.models import build_net
+from kaelab.models import build_net, stage_names
 from kaelab.training import build_loggers, build_trainer, log_hyperparams, log_metrics_to
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,9 @@ def check_kae_config(cfg: DictConfig) -> tuple[str, str]:
     if kc.recon_reduction not in RECON_REDUCTIONS:
         raise ConfigError(f"kae.recon_reduction must be one of {RECON_REDUCTIONS}, got {kc.recon_reduction!r}")
     net = build_net(OmegaConf.to_container(cfg.model.net, resolve=True))  # untrained: names only
-    src = resolve_layer(net, kc.source_layer, "kae.source_layer")
-    tgt = resolve_layer(net, kc.target_layer, "kae.target_layer")
-    names = representation_names(net)
+    names = stage_names(net, trajectory_spec(cfg))
+    src = resolve_layer(names, kc.source_layer, "kae.source_layer")
+    tgt = resolve_layer(names, kc.target_layer, "kae.target_layer")
     if names.index(src) >= names.index(tgt):
         raise ConfigError(
             f"kae.source_layer ({src}) must come before kae.target_layer ({tgt}): the KAE maps x_i to x_j, i < j"
@@ -105,7 +105,7 @@ def base_representations(cfg: DictConfig, base: BaseModel, layers: list[str]) ->
     n = FAST_DEV_SAMPLES if cfg.trainer.fast_dev_run else None
     inputs = {s: dm.tensors(s)[0][:n] for s in dm.splits}
     labels = {s: dm.tensors(s)[1][:n] for s in dm.splits}
-    reps = cached_representations(ArtifactCache(cfg.paths.cache_dir), base.key, base.net, inputs, layers)
+    reps = cached_representations(ArtifactCache(cfg.paths.cache_dir), base.key, base.trajectory, inputs, layers)
     return Representations(inputs, labels, reps, dm.num_classes)
 
 
@@ -208,7 +208,7 @@ def surrogate_report(cfg: DictConfig, base: BaseModel, data: Representations, ar
         r = data.reps[split]
         metrics.update(
             evaluate_surrogate(
-                base.net,
+                base.trajectory,
                 tgt,
                 kae,
                 prep,

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from kaelab.models.mlp import build_net
+from kaelab.models.factory import build_net
 from kaelab.schedules import triangular_lr
 
 
