@@ -48,7 +48,14 @@ def build_classifier(cfg: DictConfig, dm: TensorDataModule) -> Classifier:
         raise ConfigError(f"model.net.out_dim={net['out_dim']} but the data has {dm.num_classes} classes")
     if net.get("in_dim") is not None and net["in_dim"] != dm.in_dim:
         raise ConfigError(f"model.net.in_dim={net['in_dim']} but the data has {dm.in_dim} features")
-    module = Classifier(net=net, optim=optim, num_classes=dm.num_classes, label_smoothing=cfg.model.label_smoothing)
+    optimizer = OmegaConf.select(cfg, "model.optimizer", default=None)
+    module = Classifier(
+        net=net,
+        optim=optim,
+        num_classes=dm.num_classes,
+        label_smoothing=cfg.model.label_smoothing,
+        optimizer=None if optimizer is None else OmegaConf.to_container(optimizer, resolve=True),
+    )
     check_fits_data(module.net, dm)
     return module
 
@@ -274,6 +281,8 @@ def base_model_key(cfg: DictConfig) -> str:
         data.pop("exclude_classes", None)
     model.pop("checkpoint", None)
     model.pop("trajectory", None)  # how the trained net is read, not what is trained
+    if model.get("optimizer") is None:  # added later: the papers' SGD keeps the keys of models trained before it
+        model.pop("optimizer", None)
     model["net"] = net_identity(model["net"])  # built-in nets keep the keys of their former arch: form
     return config_key("base_model", data, model, trainer_key_settings(cfg))
 

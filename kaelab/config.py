@@ -79,6 +79,10 @@ class ModelConfig:
     net: Any = MISSING
     # null: the network's own trajectory_spec() (kaelab's ResMLP and MLP have one)
     trajectory: Optional[TrajectoryConfig] = None
+    # a ``_partial_: true`` optimizer config (e.g. torch.optim.AdamW) called on the parameter groups
+    # (weight decay on Linear weights only); its lr is the one-cycle schedule's peak. null: SGD from
+    # ``optim`` (the papers' recipe)
+    optimizer: Any = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     epochs: int = MISSING
     label_smoothing: float = 0.0
@@ -289,6 +293,12 @@ def check_values(cfg: DictConfig) -> None:
     from kaelab.models.factory import check_net_config
 
     check_net_config(OmegaConf.to_container(cfg.model.net, resolve=True))
+    if OmegaConf.select(cfg, "model.optimizer", default=None) is not None:
+        from kaelab.instantiate import check_target
+
+        if not cfg.model.optimizer.get("_partial_"):
+            raise ConfigError("model.optimizer needs _partial_: true (kaelab passes the parameter groups)")
+        check_target(cfg.model.optimizer, "model.optimizer")
     hidden = OmegaConf.select(cfg, "model.net.hidden", default=None)
     if hidden is not None and (len(hidden) == 0 or min(hidden) < 1):
         raise ConfigError(f"model.net.hidden={list(hidden)} must list widths >= 1")

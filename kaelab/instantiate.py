@@ -49,6 +49,16 @@ def check_target(node: Any, key: str, **extra: Any) -> Any:
         sig = inspect.signature(obj)
     except (TypeError, ValueError):  # a builtin without a signature: Hydra's call will tell
         return obj
+    params = sig.parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        takes = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        for name in kwargs:
+            if name not in takes:
+                raise ConfigError(f"{key}.{name}: {target} takes no argument {name!r} (it takes: {', '.join(takes)})")
+    if not cfg.get("_partial_") and not cfg.get("_args_"):
+        for name, p in params.items():
+            if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in kwargs:
+                raise ConfigError(f"{key}.{name} is missing: {target} needs it")
     try:
         (sig.bind_partial if cfg.get("_partial_") else sig.bind)(*cfg.get("_args_", []), **kwargs)
     except TypeError as err:

@@ -147,6 +147,34 @@ def test_hybrid_equals_original_on_a_linear_network(h, span, rollout):
         torch.testing.assert_close(hybrid(x_new), traj(x_new), atol=1e-8, rtol=0)
 
 
+def test_hybrid_ignores_the_replaced_stages_and_uses_the_seed_stages():
+    """After fitting, perturbing a stage the operator replaces leaves the hybrid's output unchanged;
+    perturbing a stage of the seed window, or one after the span, changes it."""
+    torch.manual_seed(0)
+    S, A = linear_system(n=80, steps=6)
+    traj = linear_net(A, n_stages=5)  # states s_0 .. s_5
+    fit = fit_delay_dmd(collect_states(traj, S[:, 0])[:, 0:5], h=1, rank=-1, dtype=torch.float64)
+    hybrid = HybridNet(traj, fit.operator, (0, 4), "reduced").eval()  # seeds s_0, s_1; predicts s_2 .. s_4
+    assert (hybrid.layers_replaced, hybrid.original_layers_replaced) == (3, 3)
+    x = torch.randn(16, 4, dtype=torch.float64)
+
+    def output_after_perturbing(stage: int) -> torch.Tensor:
+        weight = traj.stages[stage].weight
+        saved = weight.detach().clone()
+        with torch.no_grad():
+            weight.add_(0.5 * torch.randn_like(weight))
+            out = hybrid(x)
+            weight.copy_(saved)
+        return out
+
+    with torch.no_grad():
+        reference = hybrid(x)
+    for replaced in (1, 2, 3):  # stages s_1->s_2, s_2->s_3, s_3->s_4: carried by the operator
+        assert torch.equal(output_after_perturbing(replaced), reference), replaced
+    for used in (0, 4):  # s_0 -> s_1 seeds the delay window; s_4 -> s_5 runs after the span
+        assert not torch.allclose(output_after_perturbing(used), reference, atol=1e-6), used
+
+
 # -------------------------------------------------------------------------------- layer scaling
 def test_scaled_mlp_trajectory_has_n_plus_2_states_and_same_function():
     torch.manual_seed(0)
@@ -190,6 +218,7 @@ def test_callback_after_fit_on_tiny_model(tmp_path):
     m = cb.metrics
     assert m["dmd/h"] == 1 and m["dmd/span_transitions"] == 4  # n + 1 transitions of n + 2 states
     assert m["dmd/layers_replaced"] == 3  # the operator carries n + 1 - h of them
+    assert m["dmd/original_layers_replaced"] == 1  # ... but only the scaled layer is one of the MLP's own
     assert m["dmd/base_test_acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
     assert 0.0 <= m["dmd/test_acc"] <= 1.0 and m["dmd/fit_time_s"] > 0
     assert 1 <= m["dmd/rank"] <= 2 * 8

@@ -72,9 +72,9 @@ def test_target_nets_and_their_errors():
     assert isinstance(net, ResMLP) and len(net.blocks) == 2
     with pytest.raises(ConfigError, match=r"model\.net\._target_='kaelab\.models\.ResMLPP' cannot be imported"):
         build_net({"_target_": "kaelab.models.ResMLPP", "in_dim": 2})
-    with pytest.raises(ConfigError, match="missing a required argument: 'n_blocks'"):
+    with pytest.raises(ConfigError, match=r"model\.net\.n_blocks is missing"):
         build_net({"_target_": "kaelab.models.ResMLP", "in_dim": 2, "width": 4, "out_dim": 3})
-    with pytest.raises(ConfigError, match="unexpected keyword argument 'depth'"):
+    with pytest.raises(ConfigError, match=r"model\.net\.depth: kaelab\.models\.MLP takes no argument 'depth'"):
         build_net({"_target_": "kaelab.models.MLP", "in_dim": 2, "hidden": [3], "out_dim": 3, "depth": 2})
 
 

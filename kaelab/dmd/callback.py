@@ -186,6 +186,7 @@ class DMDReplacement(Callback):
                 "dmd/test_acc": report["dmd/test_acc"],
                 "dmd/test_acc_macro": report["dmd/test_acc_macro"],
                 "dmd/layers_replaced": row["layers_replaced"],
+                "dmd/original_layers_replaced": row["original_layers_replaced"],
                 "dmd/span_transitions": row["span_transitions"],
                 "dmd/carried_fraction": row["layers_replaced"] / row["span_transitions"],
                 "dmd/span_start": row["span_start"],
@@ -267,7 +268,8 @@ class DMDReplacement(Callback):
         images = {
             "dmd/eigenvalues": plot_eigenvalues(
                 op.eigs, out_dir / "dmd_eigenvalues.png",
-                f"DMD eigenvalues (h={h}, rank={op.rank}, span [{a}, {b}])",
+                f"DMD eigenvalues (h={h}, rank={op.rank}, span [{a}, {b}]: {best.hybrid.layers_replaced} layers "
+                f"replaced, {best.hybrid.original_layers_replaced} original)",
             ),
         }  # fmt: skip
         S = S_train[:, a : b + 1, : op.state_dim].double()
@@ -284,6 +286,7 @@ class DMDReplacement(Callback):
                 {
                     f"original (test acc {accuracy(net, x_te, y_te):.3f})": net,
                     f"hybrid, DMD carries {best.hybrid.layers_replaced} layers "
+                    f"({best.hybrid.original_layers_replaced} original) "
                     f"(test acc {accuracy(best.hybrid, x_te, y_te):.3f})": best.hybrid,
                 },
                 lambda pts: yinyang_features(pts, features),

@@ -49,7 +49,14 @@ class HybridNet(nn.Module):
 
     @property
     def layers_replaced(self) -> int:
+        """Transitions the operator carries (s_{a+h} -> ... -> s_b), inserted scaling layers included."""
         return self.b - self.a - self.h
+
+    @property
+    def original_layers_replaced(self) -> int:
+        """Of those, the transitions computed by the network's own modules (for a scaled plain MLP:
+        at most the one scaled layer; for a residual net: every replaced block)."""
+        return sum(self.traj.is_original(t) for t in range(self.a + self.h + 1, self.b + 1))
 
     def seed_window(self, x: torch.Tensor) -> torch.Tensor:
         """Delay vector of the true states ``s_a .. s_{a+h}``, each zero-padded, oldest first."""

@@ -123,6 +123,7 @@ def evaluate_point(
         "span_end": b,
         "span_transitions": b - a,
         "layers_replaced": hybrid.layers_replaced,
+        "original_layers_replaced": hybrid.original_layers_replaced,
         "fit_time_s": round(fit.fit_time_s, 4),
         "spectral_radius": round(fit.operator.spectral_radius(), 5),
     }

@@ -63,6 +63,9 @@ def stage_names(net: nn.Module, spec: Mapping[str, Any] | None = None) -> list[s
     return names
 
 
+INSERTED = "scaling."  # name prefix of the states produced by layers that layer scaling inserted
+
+
 class Flat(nn.Module):
     """``module`` applied to a flat state: unflatten to ``in_shape`` (None: as given), flatten the output."""
 
@@ -150,7 +153,7 @@ class Trajectory(nn.Module):
         before, module, after = self.split(t)
         in_width = self.in_width(t)
         first = self.names[t - 1] if t > 0 else "input"
-        names = [first] + [f"scaling.{i}" for i in range(len(new_layers))] + [self.names[t]]
+        names = [first] + [f"{INSERTED}{i}" for i in range(len(new_layers))] + [self.names[t]]
         widths = [in_width] + [_out_features(m) for m in new_layers] + [self.widths[t]]
         return Trajectory(before, [*new_layers, module], after, names, widths, self.input_width)
 
@@ -189,6 +192,10 @@ class Trajectory(nn.Module):
         if not -self.n_states <= idx < self.n_states:
             raise IndexError(f"state {idx} is out of range for {self.n_states} states")
         return idx % self.n_states
+
+    def is_original(self, t: int) -> bool:
+        """Whether state t is produced by one of the network's own modules (not an inserted layer)."""
+        return not self.names[t].startswith(INSERTED)
 
     def states(self, x: torch.Tensor) -> list[torch.Tensor]:
         """All T + 1 states of a batch (each ``[B, widths[t]]``)."""
