@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -175,6 +176,22 @@ def test_hybrid_ignores_the_replaced_stages_and_uses_the_seed_stages():
         assert not torch.allclose(output_after_perturbing(used), reference, atol=1e-6), used
 
 
+def test_saved_operator_reloads_without_refitting(tmp_path):
+    from kaelab.dmd.operator import DelayOperator
+
+    S, A = linear_system(n=80, steps=6)
+    traj = linear_net(A, n_stages=5)
+    fit = fit_delay_dmd(collect_states(traj, S[:, 0]), h=1, rank=3, dtype=torch.float64)
+    fit.operator.save(tmp_path / "op.safetensors", span_start=0, span_end=5)
+    op, meta = DelayOperator.load(tmp_path / "op.safetensors")
+    assert meta == {"h": 1, "state_dim": 4, "span_start": 0, "span_end": 5}
+    np.testing.assert_array_equal(op.eigs, fit.operator.eigs)
+    x = torch.randn(8, 4, dtype=torch.float64)
+    with torch.no_grad():
+        same = HybridNet(traj, op, (0, 5), "reduced")(x)
+        torch.testing.assert_close(same, HybridNet(traj, fit.operator, (0, 5), "reduced")(x), atol=0, rtol=0)
+
+
 # -------------------------------------------------------------------------------- layer scaling
 def test_scaled_mlp_trajectory_has_n_plus_2_states_and_same_function():
     torch.manual_seed(0)
@@ -224,6 +241,11 @@ def test_callback_after_fit_on_tiny_model(tmp_path):
     assert 1 <= m["dmd/rank"] <= 2 * 8
     saved = json.loads((tmp_path / "dmd" / "dmd_metrics.json").read_text())
     assert saved["dmd/test_acc"] == pytest.approx(m["dmd/test_acc"])
+    # the reported point's fitted operator is saved beside the metrics
+    from kaelab.dmd.operator import DelayOperator
+
+    op, meta = DelayOperator.load(tmp_path / "dmd" / "dmd_operator.safetensors")
+    assert (op.h, meta["span_start"], meta["span_end"]) == (1, 0, 4) and len(op.eigs) == op.rank == m["dmd/rank"]
     for name in ("dmd_eigenvalues.png", "dmd_singular_values.png", "dmd_decision_boundary.png"):
         assert (tmp_path / "dmd" / name).stat().st_size > 1000
     rows = list(csv.DictReader(open(tmp_path / "dmd" / "dmd_grid.csv")))

@@ -175,6 +175,8 @@ class DMDReplacement(Callback):
         self._write_grid(out_dir / "dmd_grid.csv", results)
         best = select_result(results, main, cfg.select)
 
+        a, b = best.point.span
+        best.fit.operator.save(out_dir / "dmd_operator.safetensors", span_start=a, span_end=b)
         x_te, y_te = test
         num_classes = int(max(y_te.max().item(), train[1].max().item())) + 1
         logits = predict(best.hybrid, x_te, cfg.eval_batch_size)
