@@ -52,16 +52,6 @@ class MNISTDataConfig:
 
 # --------------------------------------------------------------------------------------------- model
 @dataclass
-class TrajectoryConfig:
-    """Which modules of the network form its trajectory through depth (kaelab/models/trajectory.py):
-    module paths whose outputs are the states, in order (``"blocks.*"``: the children of ``blocks``),
-    and the module that maps the last state to the logits."""
-
-    stages: list[str] = MISSING  # type: ignore[assignment]
-    head: str = MISSING
-
-
-@dataclass
 class OptimConfig:
     """SGD with momentum and a one-cycle triangular LR (0 -> lr over warmup_frac -> 0)."""
 
@@ -77,8 +67,12 @@ class ModelConfig:
     # the network: a ``_target_`` config, built by hydra.utils.instantiate (kaelab/models/factory.py);
     # its arguments are checked against the target's signature before any work starts
     net: Any = MISSING
-    # null: the network's own trajectory_spec() (kaelab's ResMLP and MLP have one)
-    trajectory: Optional[TrajectoryConfig] = None
+    # which modules form the network's trajectory through depth (kaelab/models/trajectory.py):
+    # {stages: [module paths whose outputs are the states, in order; "blocks.*" = the children of
+    # blocks], head: module mapping the last state to the logits}; null: the network's own
+    # trajectory_spec() (kaelab's ResMLP and MLP have one). Untyped so that a command-line
+    # `model.trajectory={stages: [...], head: ...}` can set it; checked in check_values.
+    trajectory: Any = None
     # a ``_partial_: true`` optimizer config (e.g. torch.optim.AdamW) called on the parameter groups
     # (weight decay on Linear weights only); its lr is the one-cycle schedule's peak. null: SGD from
     # ``optim`` (the papers' recipe)
@@ -293,6 +287,17 @@ def check_values(cfg: DictConfig) -> None:
     from kaelab.models.factory import check_net_config
 
     check_net_config(OmegaConf.to_container(cfg.model.net, resolve=True))
+    traj = OmegaConf.select(cfg, "model.trajectory", default=None)
+    if traj is not None and (
+        not isinstance(traj, DictConfig)
+        or set(traj.keys()) != {"stages", "head"}
+        or not OmegaConf.is_list(traj.stages)
+        or not isinstance(traj.head, str)
+    ):
+        raise ConfigError(
+            "model.trajectory must be {stages: [module paths], head: module path}, got "
+            f"{OmegaConf.to_container(traj) if OmegaConf.is_config(traj) else traj!r}"
+        )
     if OmegaConf.select(cfg, "model.optimizer", default=None) is not None:
         from kaelab.instantiate import check_target
 

@@ -10,7 +10,6 @@ from omegaconf import OmegaConf, open_dict
 from torch import nn
 
 from conftest import FAST, compose_cfg
-from kaelab.config import TrajectoryConfig
 
 HERE = __name__  # pytest imports this file as a top-level module (tests/ is on sys.path)
 
@@ -55,7 +54,7 @@ def user_cfg(experiment: str, overrides: list[str], tmp_path):
     cfg = compose_cfg([f"+experiment={experiment}", *SMALL, *overrides], tmp_path)
     with open_dict(cfg):
         cfg.model.net = NET
-        cfg.model.trajectory = OmegaConf.structured(TrajectoryConfig(**TRAJECTORY))
+        cfg.model.trajectory = TRAJECTORY
         cfg.model.optimizer = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-2, "weight_decay": 0.0}
     return cfg
 

@@ -73,7 +73,9 @@ def linear_net(A: torch.Tensor, n_stages: int) -> Trajectory:
         stages.append(lin)
     head = nn.Linear(A.shape[0], 3).double()
     d = A.shape[0]
-    return Trajectory(nn.Identity(), stages, head, [f"s{t}" for t in range(n_stages + 1)], [d] * (n_stages + 1), d).eval()
+    return Trajectory(
+        nn.Identity(), stages, head, [f"s{t}" for t in range(n_stages + 1)], [d] * (n_stages + 1), d
+    ).eval()
 
 
 # ------------------------------------------------------------------------------- delay embedding

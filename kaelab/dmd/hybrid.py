@@ -17,8 +17,8 @@ from torch import nn
 
 from kaelab.dmd.delay import check_delay
 from kaelab.dmd.operator import DelayOperator
-from kaelab.models.trajectory import Trajectory
 from kaelab.errors import ConfigError
+from kaelab.models.trajectory import Trajectory
 
 
 def resolve_span(span, n_states: int) -> tuple[int, int]:

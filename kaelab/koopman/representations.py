@@ -37,7 +37,9 @@ def resolve_layer(names: Sequence[str], layer: int | str, key: str) -> str:
 
 
 @torch.no_grad()
-def extract(traj: Trajectory, layers: Sequence[str], x: torch.Tensor, batch_size: int = 8192) -> dict[str, torch.Tensor]:
+def extract(
+    traj: Trajectory, layers: Sequence[str], x: torch.Tensor, batch_size: int = 8192
+) -> dict[str, torch.Tensor]:
     """The states named ``layers`` of the trajectory for inputs ``x`` (eval mode; the mode is restored)."""
     missing = [n for n in layers if n not in traj.names]
     if missing:

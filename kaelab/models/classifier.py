@@ -1,4 +1,5 @@
-"""The base-model LightningModule: cross-entropy, SGD (or ``model.optimizer``) + one-cycle triangular LR (paper App. B)."""
+"""The base-model LightningModule: cross-entropy, SGD (or ``model.optimizer``) + one-cycle triangular LR
+(paper App. B)."""
 
 from __future__ import annotations
 
