@@ -8,6 +8,7 @@ loads the user's ``model.checkpoint``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import pickle
@@ -31,6 +32,8 @@ from kaelab.errors import ConfigError
 from kaelab.metrics import write_metrics
 from kaelab.models import Classifier
 from kaelab.models.classifier import CKPT_KEY
+from kaelab.models.factory import net_identity
+from kaelab.models.trajectory import Trajectory
 from kaelab.training import build_trainer, csv_history, log_final_metrics, log_hyperparams, restore_csv_history
 
 log = logging.getLogger(__name__)
@@ -41,11 +44,43 @@ FIT_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc")
 def build_classifier(cfg: DictConfig, dm: TensorDataModule) -> Classifier:
     net = OmegaConf.to_container(cfg.model.net, resolve=True)
     optim = OmegaConf.to_container(cfg.model.optim, resolve=True)
-    if net["out_dim"] != dm.num_classes:
+    if net.get("out_dim") is not None and net["out_dim"] != dm.num_classes:
         raise ConfigError(f"model.net.out_dim={net['out_dim']} but the data has {dm.num_classes} classes")
-    if net["in_dim"] != dm.in_dim:
+    if net.get("in_dim") is not None and net["in_dim"] != dm.in_dim:
         raise ConfigError(f"model.net.in_dim={net['in_dim']} but the data has {dm.in_dim} features")
-    return Classifier(net=net, optim=optim, num_classes=dm.num_classes, label_smoothing=cfg.model.label_smoothing)
+    optimizer = OmegaConf.select(cfg, "model.optimizer", default=None)
+    module = Classifier(
+        net=net,
+        optim=optim,
+        num_classes=dm.num_classes,
+        label_smoothing=cfg.model.label_smoothing,
+        optimizer=None if optimizer is None else OmegaConf.to_container(optimizer, resolve=True),
+    )
+    check_fits_data(module.net, dm)
+    return module
+
+
+@torch.no_grad()
+def check_fits_data(net: torch.nn.Module, dm: TensorDataModule) -> None:
+    """Any network: it must take the data's inputs and give one logit per class (checked on two
+    training samples, in eval mode, before training)."""
+    x = dm.tensors("train")[0][:2]
+    was_training = net.training
+    net.eval()
+    try:
+        out = net(x)
+    except Exception as err:  # a shape mismatch deep inside a user's module: say where it started
+        raise ConfigError(
+            f"model.net ({type(net).__name__}) cannot take the data's inputs of shape {tuple(x.shape[1:])} "
+            f"({type(err).__name__}: {_first_line(err)})"
+        ) from None
+    finally:
+        net.train(was_training)
+    if out.dim() != 2 or out.shape[1] != dm.num_classes:
+        raise ConfigError(
+            f"model.net ({type(net).__name__}) outputs shape {tuple(out.shape[1:])} per sample, but the data has "
+            f"{dm.num_classes} classes (one logit per class expected)"
+        )
 
 
 # what a checkpoint that cannot be read raises: unpickling refused (weights_only) or garbage,
@@ -90,7 +125,11 @@ def _check_net(cfg: DictConfig, ckpt: dict[str, Any], what: str, path: str | Pat
     wanted = OmegaConf.to_container(cfg.model.net, resolve=True)
     if not isinstance(saved, dict):
         raise ConfigError(f"{what}={str(path)!r}: not a checkpoint of a kaelab base model (no hyper_parameters.net)")
-    if {k: v for k, v in saved.items() if v is not None} != {k: v for k, v in wanted.items() if v is not None}:
+
+    def same(net: dict) -> dict:
+        return {k: v for k, v in net_identity(net).items() if v is not None}
+
+    if same(saved) != same(wanted):
         raise ConfigError(f"{what}={str(path)!r} holds the network {saved}, but model.net is {wanted}")
 
 
@@ -169,7 +208,7 @@ def train_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.dmd is not None:  # `+dmd=...` on a training run: the DMD study runs when the fit ends
         from kaelab.dmd.callback import DMDReplacement
 
-        callbacks.append(DMDReplacement(cfg.dmd, out_dir=run_dir / "dmd"))
+        callbacks.append(DMDReplacement(cfg.dmd, out_dir=run_dir / "dmd", trajectory=trajectory_spec(cfg)))
     module, dm, trainer, metrics = fit_classifier(cfg, run_dir, ckpt_path=cfg.ckpt_path, extra_callbacks=callbacks)
     for cb in callbacks:
         metrics.update(cb.metrics)
@@ -209,10 +248,17 @@ class BaseModel:
     ckpt_path: Path
     metrics: dict[str, Any]
     cache_hit: bool = True  # False when this call trained it
+    trajectory_spec: dict[str, Any] | None = None  # model.trajectory (None: the net's own spec)
 
     @property
     def net(self) -> torch.nn.Module:
         return self.module.net
+
+    @functools.cached_property
+    def trajectory(self) -> Trajectory:
+        """The network as states through depth (kaelab/models/trajectory.py), checked on two
+        training samples; what every downstream stage runs the network through."""
+        return Trajectory.of(self.net, self.datamodule.tensors("train")[0][:2], self.trajectory_spec)
 
 
 def _manifest(cfg: DictConfig) -> dict[str, Any]:
@@ -234,7 +280,17 @@ def base_model_key(cfg: DictConfig) -> str:
     if not data.get("exclude_classes"):  # keeps the keys of models trained on every class unchanged
         data.pop("exclude_classes", None)
     model.pop("checkpoint", None)
+    model.pop("trajectory", None)  # how the trained net is read, not what is trained
+    if model.get("optimizer") is None:  # added later: the papers' SGD keeps the keys of models trained before it
+        model.pop("optimizer", None)
+    model["net"] = net_identity(model["net"])  # built-in nets keep the keys of their former arch: form
     return config_key("base_model", data, model, trainer_key_settings(cfg))
+
+
+def trajectory_spec(cfg: DictConfig) -> dict[str, Any] | None:
+    """``model.trajectory`` as a plain dict (None: the network's own ``trajectory_spec()``)."""
+    node = OmegaConf.select(cfg, "model.trajectory", default=None)
+    return None if node is None else OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
 
 
 def trainer_key_settings(cfg: DictConfig) -> list[Any]:
@@ -287,7 +343,15 @@ def base_model(cfg: DictConfig, work_dir: Path, extra_callbacks: Sequence[Callba
         module, metrics = cache.load("base_model", key, build, load, _manifest(cfg))
         ckpt = cache.path("base_model", key) / "model.ckpt"
     module.eval()
-    return BaseModel(module=module, datamodule=dm, key=key, ckpt_path=ckpt, metrics=metrics, cache_hit=cache_hit)
+    return BaseModel(
+        module=module,
+        datamodule=dm,
+        key=key,
+        ckpt_path=ckpt,
+        metrics=metrics,
+        cache_hit=cache_hit,
+        trajectory_spec=trajectory_spec(cfg),
+    )
 
 
 def _load_classifier(ckpt: Path) -> Classifier:

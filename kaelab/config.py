@@ -52,16 +52,6 @@ class MNISTDataConfig:
 
 # --------------------------------------------------------------------------------------------- model
 @dataclass
-class NetConfig:
-    arch: str = MISSING  # resmlp | mlp
-    in_dim: int = MISSING
-    out_dim: int = MISSING
-    width: Optional[int] = None  # resmlp
-    n_blocks: Optional[int] = None  # resmlp
-    hidden: Optional[list[int]] = None  # mlp
-
-
-@dataclass
 class OptimConfig:
     """SGD with momentum and a one-cycle triangular LR (0 -> lr over warmup_frac -> 0)."""
 
@@ -74,7 +64,19 @@ class OptimConfig:
 
 @dataclass
 class ModelConfig:
-    net: NetConfig = field(default_factory=NetConfig)
+    # the network: a ``_target_`` config, built by hydra.utils.instantiate (kaelab/models/factory.py);
+    # its arguments are checked against the target's signature before any work starts
+    net: Any = MISSING
+    # which modules form the network's trajectory through depth (kaelab/models/trajectory.py):
+    # {stages: [module paths whose outputs are the states, in order; "blocks.*" = the children of
+    # blocks], head: module mapping the last state to the logits}; null: the network's own
+    # trajectory_spec() (kaelab's ResMLP and MLP have one). Untyped so that a command-line
+    # `model.trajectory={stages: [...], head: ...}` can set it; checked in check_values.
+    trajectory: Any = None
+    # a ``_partial_: true`` optimizer config (e.g. torch.optim.AdamW) called on the parameter groups
+    # (weight decay on Linear weights only); its lr is the one-cycle schedule's peak. null: SGD from
+    # ``optim`` (the papers' recipe)
+    optimizer: Any = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     epochs: int = MISSING
     label_smoothing: float = 0.0
@@ -291,6 +293,26 @@ def check_values(cfg: DictConfig) -> None:
     within("model.optim.momentum", 0.0, 1.0)
     if not 0.0 < OmegaConf.select(cfg, "model.optim.warmup_frac", default=0.5) < 1.0:
         raise ConfigError(f"model.optim.warmup_frac={cfg.model.optim.warmup_frac} must be in (0, 1)")
+    from kaelab.models.factory import check_net_config
+
+    check_net_config(OmegaConf.to_container(cfg.model.net, resolve=True))
+    traj = OmegaConf.select(cfg, "model.trajectory", default=None)
+    if traj is not None and (
+        not isinstance(traj, DictConfig)
+        or set(traj.keys()) != {"stages", "head"}
+        or not OmegaConf.is_list(traj.stages)
+        or not isinstance(traj.head, str)
+    ):
+        raise ConfigError(
+            "model.trajectory must be {stages: [module paths], head: module path}, got "
+            f"{OmegaConf.to_container(traj) if OmegaConf.is_config(traj) else traj!r}"
+        )
+    if OmegaConf.select(cfg, "model.optimizer", default=None) is not None:
+        from kaelab.instantiate import check_target
+
+        if not cfg.model.optimizer.get("_partial_"):
+            raise ConfigError("model.optimizer needs _partial_: true (kaelab passes the parameter groups)")
+        check_target(cfg.model.optimizer, "model.optimizer")
     hidden = OmegaConf.select(cfg, "model.net.hidden", default=None)
     if hidden is not None and (len(hidden) == 0 or min(hidden) < 1):
         raise ConfigError(f"model.net.hidden={list(hidden)} must list widths >= 1")

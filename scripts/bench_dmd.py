@@ -23,8 +23,7 @@ from kaelab.dmd.hybrid import HybridNet  # noqa: E402
 from kaelab.dmd.layer_scaling import new_layers  # noqa: E402
 from kaelab.dmd.operator import fit_delay_dmd  # noqa: E402
 from kaelab.dmd.study import collect_states  # noqa: E402
-from kaelab.dmd.trajectory import scaled_mlp_trajectory  # noqa: E402
-from kaelab.models import MLP  # noqa: E402
+from kaelab.models import MLP, Trajectory  # noqa: E402
 
 BATCH, H, LAYER, N_NEW = 4096, 2, 1, 10
 
@@ -51,8 +50,8 @@ def bench_dmd(out: dict, quick: bool = False) -> None:
     torch.manual_seed(0)
     net = MLP(784, [256, 128, 64, 32], 10).eval()
     layers = new_layers(256, N_NEW, seed=0).eval()
-    traj = scaled_mlp_trajectory(net, LAYER, list(layers)).eval()
     x_fit, x_inf = torch.randn(n_fit, 784), torch.randn(n_infer, 784)
+    traj = Trajectory.of(net, x_fit[:2]).scaled(LAYER, list(layers)).eval()
     t0 = time.perf_counter()
     S = collect_states(traj, x_fit)
     collect_s = time.perf_counter() - t0

@@ -107,6 +107,21 @@ CASES = [
     ("dmd-span-reversed", [*DMD, "dmd.span=[3,1]"], "dmd.span"),
     ("exclude-unknown-class", [*YY, "data.exclude_classes=[5]"], "data.exclude_classes"),
     ("exclude-every-class", [*YY, "data.exclude_classes=[0,1,2]"], "data.exclude_classes"),
+    # objects built from _target_ configs (kaelab/instantiate.py): checked before any work
+    ("net-target-unknown", [*YY, "model.net._target_=kaelab.models.ResNet"], "model.net._target_"),
+    ("net-target-missing-argument", [*YY, "~model.net.width"], "model.net.width"),
+    ("net-target-not-a-module", [*YY, "model.epochs=1", "model.net={_target_:torch.zeros,size:[2]}"], "model.net"),
+    (
+        "optimizer-target-unknown",
+        [*YY, "+model.optimizer={_target_:torch.optim.Adamm,_partial_:true}"],
+        "model.optimizer._target_",
+    ),
+    ("optimizer-not-partial", [*YY, "+model.optimizer={_target_:torch.optim.AdamW}"], "model.optimizer"),
+    (
+        "trajectory-unknown-module",
+        [*KAE, "model.trajectory={stages:[input_layer,blockz.*],head:head}"],
+        "model.trajectory.stages",
+    ),
     ("out-dim-vs-classes", [*YY, "model.epochs=1", "model.net.out_dim=5"], "model.net.out_dim"),
     ("resume-with-kae", [*KAE, "ckpt_path={mlp.ckpt}"], "ckpt_path"),
     ("model-checkpoint-with-train", [*YY, "model.checkpoint={mlp.ckpt}"], "model.checkpoint"),

@@ -23,7 +23,12 @@ def test_every_experiment_composes_and_resolves(experiment, tmp_path):
 
 def test_default_is_the_yinyang_kae_pipeline(tmp_path):
     cfg = compose_cfg([], tmp_path)
-    assert (cfg.task, cfg.name, cfg.data.name, cfg.model.net.arch) == ("kae", "yinyang_kae", "yinyang", "resmlp")
+    assert (cfg.task, cfg.name, cfg.data.name, cfg.model.net._target_) == (
+        "kae",
+        "yinyang_kae",
+        "yinyang",
+        "kaelab.models.ResMLP",
+    )
     assert cfg.kae.k == 100 and cfg.kae.latent_dim == 20
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -16,9 +17,8 @@ from kaelab.dmd.hybrid import HybridNet, resolve_span
 from kaelab.dmd.layer_scaling import new_layers, train_scaling
 from kaelab.dmd.operator import fit_delay_dmd
 from kaelab.dmd.study import collect_states
-from kaelab.dmd.trajectory import DepthTrajectory, scaled_mlp_trajectory
 from kaelab.errors import ConfigError
-from kaelab.models import MLP
+from kaelab.models import MLP, Trajectory
 
 # a tiny Yin-Yang binary set-up: the callback / task tests train for seconds, not minutes
 TINY_YY = [
@@ -64,7 +64,7 @@ def linear_system(n: int = 64, steps: int = 7, dim: int = 4, seed: int = 0):
     return torch.stack(states, 1), A
 
 
-def linear_net(A: torch.Tensor, n_stages: int) -> DepthTrajectory:
+def linear_net(A: torch.Tensor, n_stages: int) -> Trajectory:
     """A network whose every stage is the linear map A: its depth trajectory is a linear system."""
     stages = []
     for _ in range(n_stages):
@@ -72,7 +72,10 @@ def linear_net(A: torch.Tensor, n_stages: int) -> DepthTrajectory:
         lin.weight.data.copy_(A)
         stages.append(lin)
     head = nn.Linear(A.shape[0], 3).double()
-    return DepthTrajectory(nn.Identity(), stages, head, [A.shape[0]] * (n_stages + 1)).eval()
+    d = A.shape[0]
+    return Trajectory(
+        nn.Identity(), stages, head, [f"s{t}" for t in range(n_stages + 1)], [d] * (n_stages + 1), d
+    ).eval()
 
 
 # ------------------------------------------------------------------------------- delay embedding
@@ -147,14 +150,58 @@ def test_hybrid_equals_original_on_a_linear_network(h, span, rollout):
         torch.testing.assert_close(hybrid(x_new), traj(x_new), atol=1e-8, rtol=0)
 
 
+def test_hybrid_ignores_the_replaced_stages_and_uses_the_seed_stages():
+    """After fitting, perturbing a stage the operator replaces leaves the hybrid's output unchanged;
+    perturbing a stage of the seed window, or one after the span, changes it."""
+    torch.manual_seed(0)
+    S, A = linear_system(n=80, steps=6)
+    traj = linear_net(A, n_stages=5)  # states s_0 .. s_5
+    fit = fit_delay_dmd(collect_states(traj, S[:, 0])[:, 0:5], h=1, rank=-1, dtype=torch.float64)
+    hybrid = HybridNet(traj, fit.operator, (0, 4), "reduced").eval()  # seeds s_0, s_1; predicts s_2 .. s_4
+    assert (hybrid.layers_replaced, hybrid.original_layers_replaced) == (3, 3)
+    x = torch.randn(16, 4, dtype=torch.float64)
+
+    def output_after_perturbing(stage: int) -> torch.Tensor:
+        weight = traj.stages[stage].weight
+        saved = weight.detach().clone()
+        with torch.no_grad():
+            weight.add_(0.5 * torch.randn_like(weight))
+            out = hybrid(x)
+            weight.copy_(saved)
+        return out
+
+    with torch.no_grad():
+        reference = hybrid(x)
+    for replaced in (1, 2, 3):  # stages s_1->s_2, s_2->s_3, s_3->s_4: carried by the operator
+        assert torch.equal(output_after_perturbing(replaced), reference), replaced
+    for used in (0, 4):  # s_0 -> s_1 seeds the delay window; s_4 -> s_5 runs after the span
+        assert not torch.allclose(output_after_perturbing(used), reference, atol=1e-6), used
+
+
+def test_saved_operator_reloads_without_refitting(tmp_path):
+    from kaelab.dmd.operator import DelayOperator
+
+    S, A = linear_system(n=80, steps=6)
+    traj = linear_net(A, n_stages=5)
+    fit = fit_delay_dmd(collect_states(traj, S[:, 0]), h=1, rank=3, dtype=torch.float64)
+    fit.operator.save(tmp_path / "op.safetensors", span_start=0, span_end=5)
+    op, meta = DelayOperator.load(tmp_path / "op.safetensors")
+    assert meta == {"h": 1, "state_dim": 4, "span_start": 0, "span_end": 5}
+    np.testing.assert_array_equal(op.eigs, fit.operator.eigs)
+    x = torch.randn(8, 4, dtype=torch.float64)
+    with torch.no_grad():
+        same = HybridNet(traj, op, (0, 5), "reduced")(x)
+        torch.testing.assert_close(same, HybridNet(traj, fit.operator, (0, 5), "reduced")(x), atol=0, rtol=0)
+
+
 # -------------------------------------------------------------------------------- layer scaling
 def test_scaled_mlp_trajectory_has_n_plus_2_states_and_same_function():
     torch.manual_seed(0)
     net = MLP(4, [8, 6, 3], 2).eval()
     n = 4
     ident = new_layers(8, n, init="identity", noise=0.0)  # ReLU(I s) = s on the nonnegative input
-    traj = scaled_mlp_trajectory(net, 1, list(ident))
     x = torch.rand(32, 4)
+    traj = Trajectory.of(net, x[:2]).scaled(1, list(ident))
     assert traj.n_states == n + 2 and traj.widths == [8] * (n + 1) + [6]
     with torch.no_grad():
         torch.testing.assert_close(traj(x), net(x))
@@ -168,8 +215,8 @@ def test_train_scaling_reproduces_the_downstream_activation():
     net = MLP(4, [8, 6, 3], 2).eval()
     x = torch.rand(512, 4)
     cfg = as_dmd_config({"scaling": {"layer": 1, "n_layers": 3, "epochs": 30, "lr": 3e-3, "batch_size": 128}})
-    layers, info = train_scaling(net, x, cfg.scaling)
-    traj = scaled_mlp_trajectory(net, 1, list(layers))
+    layers, info = train_scaling(Trajectory.of(net, x[:2]), x, cfg.scaling)
+    traj = Trajectory.of(net, x[:2]).scaled(1, list(layers))
     with torch.no_grad():
         target = net.layers[1](net.layers[0](x))
         rel = (traj.run(traj.prefix(x), 0, 4) - target).norm() / target.norm()
@@ -177,7 +224,7 @@ def test_train_scaling_reproduces_the_downstream_activation():
     assert info["scaling/train_huber"] < 0.05
     assert all(p.requires_grad for p in net.parameters())  # the caller's net is left as it was
     with pytest.raises(ConfigError, match="not a hidden layer"):
-        train_scaling(net, x, as_dmd_config({"scaling": {"layer": 3}}).scaling)
+        train_scaling(Trajectory.of(net, x[:2]), x, as_dmd_config({"scaling": {"layer": 3}}).scaling)
 
 
 # ------------------------------------------------------------------------- callback and the task
@@ -190,11 +237,17 @@ def test_callback_after_fit_on_tiny_model(tmp_path):
     m = cb.metrics
     assert m["dmd/h"] == 1 and m["dmd/span_transitions"] == 4  # n + 1 transitions of n + 2 states
     assert m["dmd/layers_replaced"] == 3  # the operator carries n + 1 - h of them
+    assert m["dmd/original_layers_replaced"] == 1  # ... but only the scaled layer is one of the MLP's own
     assert m["dmd/base_test_acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
     assert 0.0 <= m["dmd/test_acc"] <= 1.0 and m["dmd/fit_time_s"] > 0
     assert 1 <= m["dmd/rank"] <= 2 * 8
     saved = json.loads((tmp_path / "dmd" / "dmd_metrics.json").read_text())
     assert saved["dmd/test_acc"] == pytest.approx(m["dmd/test_acc"])
+    # the reported point's fitted operator is saved beside the metrics
+    from kaelab.dmd.operator import DelayOperator
+
+    op, meta = DelayOperator.load(tmp_path / "dmd" / "dmd_operator.safetensors")
+    assert (op.h, meta["span_start"], meta["span_end"]) == (1, 0, 4) and len(op.eigs) == op.rank == m["dmd/rank"]
     for name in ("dmd_eigenvalues.png", "dmd_singular_values.png", "dmd_decision_boundary.png"):
         assert (tmp_path / "dmd" / name).stat().st_size > 1000
     rows = list(csv.DictReader(open(tmp_path / "dmd" / "dmd_grid.csv")))
@@ -224,6 +277,7 @@ def test_dmd_task_on_cached_residual_mlp(tmp_path):
         "dmd.grid.span=[[0,4],[1,4]]",
         "dmd.select=val",
         "dmd.figures=false",
+        "dmd.scaling.n_layers=0",  # the blocks are the trajectory
     ]
     m = run_cfg(over, tmp_path)
     assert m["dmd/n_states"] == 5  # input layer + 4 blocks of the residual MLP

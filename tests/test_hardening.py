@@ -263,12 +263,13 @@ def test_corrupt_cached_base_model_is_retrained_not_used(tmp_path, caplog):
 
 def test_corrupt_cached_representations_are_extracted_again(tmp_path):
     from kaelab.koopman.representations import cached_representations, extract
-    from kaelab.models import build_net
+    from kaelab.models import Trajectory, build_net
 
     torch.manual_seed(0)
     net = build_net(dict(arch="resmlp", in_dim=2, width=8, n_blocks=2, out_dim=3)).eval()
     x = {"train": torch.randn(64, 2), "test": torch.randn(32, 2)}
     cache = ArtifactCache(tmp_path)
+    net = Trajectory.of(net, x["train"][:2])
     cached_representations(cache, "base", net, x, ["input_layer", "blocks.1"])
     (st,) = (tmp_path / "representations").glob("*/representations.safetensors")
     _flip(st, st.stat().st_size - 8)

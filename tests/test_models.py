@@ -6,14 +6,14 @@ from torch import nn
 
 from kaelab.errors import ConfigError
 from kaelab.koopman.representations import extract
-from kaelab.models import MLP, ResMLP, build_net
+from kaelab.models import MLP, ResMLP, Trajectory, build_net, stage_names
 from kaelab.models.classifier import decay_param_groups
 from kaelab.schedules import triangular_factor
 
 
 def test_resmlp_matches_the_reference_architecture():
     net = ResMLP(784, 784, 4, 10)
-    assert net.representation_names() == ["input_layer", "blocks.0", "blocks.1", "blocks.2", "blocks.3"]
+    assert stage_names(net) == ["input_layer", "blocks.0", "blocks.1", "blocks.2", "blocks.3"]
     assert isinstance(net.input_layer[1], nn.BatchNorm1d) and isinstance(net.input_layer[2], nn.ReLU)
     block = net.blocks[0]
     assert [type(m) for m in (block.fc1, block.bn1, block.fc2, block.bn2)] == [nn.Linear, nn.BatchNorm1d] * 2
@@ -31,10 +31,11 @@ def test_resblock_adds_before_the_last_relu():
 @pytest.mark.parametrize("net", [ResMLP(2, 10, 5, 3), MLP(4, [8, 6, 4, 3], 2)], ids=["resmlp", "mlp"])
 def test_forward_from_any_representation_gives_the_logits(net):
     net.eval()
-    x = torch.randn(16, net.stages()[0][0].in_features)
-    reps = extract(net, net.representation_names(), x)
+    x = torch.randn(16, list(net.parameters())[0].shape[1])  # the first Linear's input width
+    traj = Trajectory.of(net, x[:2])
+    reps = extract(traj, traj.names, x)
     for name, h in reps.items():
-        torch.testing.assert_close(net.forward_from(name, h), net(x))
+        torch.testing.assert_close(traj.forward_from(name, h), net(x))
 
 
 def test_plain_mlp_shapes():
@@ -64,3 +65,57 @@ def test_bad_net_configs():
         build_net({"arch": "mlp", "in_dim": 2, "out_dim": 3, "hidden": []})
     with pytest.raises(ConfigError, match="arch"):
         build_net({"arch": "cnn", "in_dim": 2, "out_dim": 3})
+
+
+def test_target_nets_and_their_errors():
+    net = build_net({"_target_": "kaelab.models.ResMLP", "in_dim": 2, "width": 4, "n_blocks": 2, "out_dim": 3})
+    assert isinstance(net, ResMLP) and len(net.blocks) == 2
+    with pytest.raises(ConfigError, match=r"model\.net\._target_='kaelab\.models\.ResMLPP' cannot be imported"):
+        build_net({"_target_": "kaelab.models.ResMLPP", "in_dim": 2})
+    with pytest.raises(ConfigError, match=r"model\.net\.n_blocks is missing"):
+        build_net({"_target_": "kaelab.models.ResMLP", "in_dim": 2, "width": 4, "out_dim": 3})
+    with pytest.raises(ConfigError, match=r"model\.net\.depth: kaelab\.models\.MLP takes no argument 'depth'"):
+        build_net({"_target_": "kaelab.models.MLP", "in_dim": 2, "hidden": [3], "out_dim": 3, "depth": 2})
+
+
+def test_builtin_nets_keep_their_legacy_identity():
+    """Cache keys and checkpoint checks see built-in nets in the arch: form kaelab wrote before."""
+    from kaelab.models.factory import net_identity
+
+    new = net_identity({"_target_": "kaelab.models.MLP", "in_dim": 4, "hidden": [8], "out_dim": 2})
+    old = {"arch": "mlp", "in_dim": 4, "out_dim": 2, "width": None, "n_blocks": None, "hidden": [8]}
+    assert new == old == net_identity(old)
+    user = {"_target_": "my.Net", "depth": 3}
+    assert net_identity(user) == user
+
+
+class _Chain(nn.Module):
+    """A user's network with a 3-d state (tokens x dim) and a declared-by-config trajectory."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(6, 8)
+        self.blocks = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4))
+        self.out = nn.Sequential(nn.Flatten(1), nn.Linear(8, 3))
+
+    def forward(self, x):
+        return self.out(self.blocks(self.embed(x).view(-1, 2, 4)))
+
+
+def test_trajectory_of_a_user_network_flattens_states_and_checks_the_chain():
+    net = _Chain().eval()
+    x = torch.randn(5, 6)
+    # the view inside forward is not a module: a chain embed -> blocks.* -> out misses it
+    with pytest.raises(ConfigError, match="cannot take the previous stage's output|does not reproduce"):
+        Trajectory.of(net, x, {"stages": ["embed", "blocks.*"], "head": "out"})
+    net.embed = nn.Sequential(nn.Linear(6, 8), nn.Unflatten(1, (2, 4)))
+    traj = Trajectory.of(net, x, {"stages": ["embed", "blocks.*"], "head": "out"})
+    assert traj.names == ["embed", "blocks.0", "blocks.1", "blocks.2"] and traj.widths == [8, 8, 8, 8]
+    states = traj.states(x)
+    assert all(s.shape == (5, 8) for s in states)
+    torch.testing.assert_close(traj(x), net(x))
+    torch.testing.assert_close(traj.forward_from("blocks.0", states[1]), net(x))
+    with pytest.raises(ConfigError, match="has no module 'block'"):
+        Trajectory.of(net, x, {"stages": ["embed", "block.*"], "head": "out"})
+    with pytest.raises(ConfigError, match="model.trajectory.stages"):
+        Trajectory.of(net, x)  # no spec in the config and no trajectory_spec() method

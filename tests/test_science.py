@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from conftest import compose_cfg, run_cfg
 from kaelab.cache import ArtifactCache
 from kaelab.metrics import accuracy_report
-from kaelab.models import Classifier, build_net
+from kaelab.models import Classifier, Trajectory, build_net
 
 SHORT_KAE = [
     "+experiment=yinyang_kae",
@@ -75,7 +75,8 @@ def test_representations_are_keyed_by_the_base_model(tmp_path):
     nets = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        nets.append(build_net(dict(arch="resmlp", in_dim=2, width=8, n_blocks=2, out_dim=3)).eval())
+        net = build_net(dict(arch="resmlp", in_dim=2, width=8, n_blocks=2, out_dim=3)).eval()
+        nets.append(Trajectory.of(net, x["train"][:2]))
     cache = ArtifactCache(tmp_path)
     first = cached_representations(cache, "base-a", nets[0], x, ["input_layer", "blocks.1"])
     second = cached_representations(cache, "base-b", nets[1], x, ["input_layer", "blocks.1"])

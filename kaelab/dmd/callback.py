@@ -4,8 +4,9 @@ Attach it to the Trainer that fits a base classifier (it runs in ``on_fit_end``)
 ``DMDReplacement(cfg).run(module, datamodule, out_dir)`` on an already trained one (``task=dmd``
 does that with the cached base model). A run
 
-1. reads the network as a trajectory through depth (residual blocks, or the paper's layer scaling
-   of a plain MLP: kaelab/dmd/layer_scaling.py);
+1. reads the network as a trajectory through depth (kaelab/models/trajectory.py: the states named
+   by ``model.trajectory`` or the network's ``trajectory_spec()``), with the paper's layer scaling
+   when ``dmd.scaling.n_layers > 0`` (kaelab/dmd/layer_scaling.py);
 2. fits DMD on paired delay snapshots of training trajectories for every (h, rank, span) of the
    grid (kaelab/dmd/operator.py) and scores each hybrid network (kaelab/dmd/hybrid.py);
 3. writes ``dmd_grid.csv``, ``dmd_metrics.json`` and the figures into ``out_dir`` and sends the
@@ -37,17 +38,16 @@ from kaelab.dmd.layer_scaling import new_layers, train_scaling
 from kaelab.dmd.operator import singular_values
 from kaelab.dmd.study import (
     accuracy,
-    build_trajectory,
     collect_states,
+    dmd_n_states,
     grid_points,
-    n_trajectory_states,
     predict,
     run_grid,
     select_result,
 )
 from kaelab.errors import ConfigError
 from kaelab.metrics import accuracy_report, scalars, write_metrics
-from kaelab.models import MLP
+from kaelab.models.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,8 @@ class DMDReplacement(Callback):
 
     ``cfg``: a ``dmd`` config (DMDConfig / dict / Hydra node). ``out_dir``: where files go (default:
     the trainer's root dir). ``cache_dir`` + ``cache_key`` (the base model's key): cache the layer
-    scaling there so that a sweep over h / rank trains it once.
+    scaling there so that a sweep over h / rank trains it once. ``trajectory``: which modules form
+    the network's states (``model.trajectory``; None: the network's own ``trajectory_spec()``).
     """
 
     def __init__(
@@ -110,8 +111,10 @@ class DMDReplacement(Callback):
         out_dir: str | Path | None = None,
         cache_dir: str | Path | None = None,
         cache_key: str | None = None,
+        trajectory: dict | None = None,
     ):
         super().__init__()
+        self.trajectory_spec = trajectory
         self.cfg = as_dmd_config(cfg)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.cache_dir, self.cache_key = cache_dir, cache_key
@@ -154,14 +157,15 @@ class DMDReplacement(Callback):
         if cfg.select == "val" and val is None:
             raise ConfigError("dmd.select=val needs a validation split")
 
-        n_states = n_trajectory_states(net, cfg)
+        traj = Trajectory.of(net, train[0][:2], self.trajectory_spec)
+        n_states = dmd_n_states(traj.n_states, cfg)
         main, points = grid_points(cfg, n_states)  # validates h / span before any training
         metrics: dict[str, Any] = {}
         scaled = None
-        if isinstance(net, MLP) and cfg.scaling.n_layers > 0:
-            scaled, info = self._scaling(net, train[0])
+        if cfg.scaling.n_layers > 0:
+            scaled, info = self._scaling(traj, train[0])
             metrics.update(info)
-        traj = build_trajectory(net, cfg, scaled)
+            traj = traj.scaled(cfg.scaling.layer, list(scaled))
 
         n = len(train[0]) if cfg.n_fit <= 0 else min(cfg.n_fit, len(train[0]))
         idx = torch.randperm(len(train[0]), generator=torch.Generator().manual_seed(int(cfg.fit_seed)))[:n]
@@ -171,6 +175,8 @@ class DMDReplacement(Callback):
         self._write_grid(out_dir / "dmd_grid.csv", results)
         best = select_result(results, main, cfg.select)
 
+        a, b = best.point.span
+        best.fit.operator.save(out_dir / "dmd_operator.safetensors", span_start=a, span_end=b)
         x_te, y_te = test
         num_classes = int(max(y_te.max().item(), train[1].max().item())) + 1
         logits = predict(best.hybrid, x_te, cfg.eval_batch_size)
@@ -182,6 +188,7 @@ class DMDReplacement(Callback):
                 "dmd/test_acc": report["dmd/test_acc"],
                 "dmd/test_acc_macro": report["dmd/test_acc_macro"],
                 "dmd/layers_replaced": row["layers_replaced"],
+                "dmd/original_layers_replaced": row["original_layers_replaced"],
                 "dmd/span_transitions": row["span_transitions"],
                 "dmd/carried_fraction": row["layers_replaced"] / row["span_transitions"],
                 "dmd/span_start": row["span_start"],
@@ -223,7 +230,7 @@ class DMDReplacement(Callback):
         return metrics
 
     # ------------------------------------------------------------------------------------ helpers
-    def _scaling(self, net: MLP, x_train: torch.Tensor) -> tuple[nn.Sequential, dict[str, float]]:
+    def _scaling(self, net: Trajectory, x_train: torch.Tensor) -> tuple[nn.Sequential, dict[str, float]]:
         """Layer scaling, from the artifact cache when a cache is configured (trained once per
         base model + scaling config), else trained now."""
         sc = self.cfg.scaling
@@ -238,7 +245,7 @@ class DMDReplacement(Callback):
 
         manifest = {"base_model": self.cache_key, "scaling": OmegaConf.to_container(sc, resolve=True)}
         path = ArtifactCache(self.cache_dir).get_or_build("dmd_scaling", key, build, manifest)
-        layers = new_layers(net.layers[sc.layer][0].in_features, sc.n_layers, sc.width)
+        layers = new_layers(net.in_width(sc.layer), sc.n_layers, sc.width)
         layers.load_state_dict(torch.load(path / "scaled_layers.pt", weights_only=True))
         for p in layers.parameters():
             p.requires_grad_(False)
@@ -263,7 +270,8 @@ class DMDReplacement(Callback):
         images = {
             "dmd/eigenvalues": plot_eigenvalues(
                 op.eigs, out_dir / "dmd_eigenvalues.png",
-                f"DMD eigenvalues (h={h}, rank={op.rank}, span [{a}, {b}])",
+                f"DMD eigenvalues (h={h}, rank={op.rank}, span [{a}, {b}]: {best.hybrid.layers_replaced} layers "
+                f"replaced, {best.hybrid.original_layers_replaced} original)",
             ),
         }  # fmt: skip
         S = S_train[:, a : b + 1, : op.state_dim].double()
@@ -280,6 +288,7 @@ class DMDReplacement(Callback):
                 {
                     f"original (test acc {accuracy(net, x_te, y_te):.3f})": net,
                     f"hybrid, DMD carries {best.hybrid.layers_replaced} layers "
+                    f"({best.hybrid.original_layers_replaced} original) "
                     f"(test acc {accuracy(best.hybrid, x_te, y_te):.3f})": best.hybrid,
                 },
                 lambda pts: yinyang_features(pts, features),

@@ -1,6 +1,6 @@
 """Config schema of the DMD layer-replacement stage (``dmd`` group; conf/dmd/*.yaml).
 
-Vocabulary (see kaelab/dmd/trajectory.py): a network is read as a trajectory through depth,
+Vocabulary (see kaelab/models/trajectory.py): a network is read as a trajectory through depth,
 ``s_0 -> s_1 -> ... -> s_T``; the *span* ``[a, b]`` is the stretch of states that the DMD operator
 replaces; with ``h`` delays the hybrid computes ``s_a .. s_{a+h}`` with the true network (the seed
 window) and the operator carries the remaining ``b - a - h`` transitions ("layers replaced").
@@ -21,7 +21,9 @@ class ScalingConfig:
     a Huber loss so that that layer's output (the downstream activation) matches the original
     network's. Each sample then has ``n_layers + 2`` states: the layer's input, the n new states,
     and the layer's output.
-    ``n_layers: 0`` skips scaling: the trajectory is then the original hidden layers themselves.
+    ``n_layers: 0`` skips scaling: the trajectory is then the network's own states (a plain MLP's
+    hidden layers, a residual net's blocks: conf/dmd/resmlp.yaml). Scaling applies to any network
+    whose trajectory has state ``layer`` (its producing module is the one scaled).
     """
 
     layer: int = 1

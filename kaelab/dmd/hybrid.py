@@ -1,6 +1,6 @@
 """The hybrid network: true layers, then the DMD operator over the replaced span, then true layers.
 
-For a span ``[a, b]`` of a DepthTrajectory and ``h`` delays (Koopman layers paper, Sec. 3):
+For a span ``[a, b]`` of a Trajectory (kaelab/models/trajectory.py) and ``h`` delays (Koopman layers paper, Sec. 3):
 
 1. the true network computes ``s_0 .. s_a`` and the seed window ``s_a .. s_{a+h}`` (h + 1 states);
 2. the operator predicts ``s_{a+h+1} .. s_b`` from the delay vector of the seed window, so it
@@ -17,8 +17,8 @@ from torch import nn
 
 from kaelab.dmd.delay import check_delay
 from kaelab.dmd.operator import DelayOperator
-from kaelab.dmd.trajectory import DepthTrajectory
 from kaelab.errors import ConfigError
+from kaelab.models.trajectory import Trajectory
 
 
 def resolve_span(span, n_states: int) -> tuple[int, int]:
@@ -36,7 +36,7 @@ def resolve_span(span, n_states: int) -> tuple[int, int]:
 
 
 class HybridNet(nn.Module):
-    def __init__(self, traj: DepthTrajectory, operator: DelayOperator, span: tuple[int, int], rollout: str):
+    def __init__(self, traj: Trajectory, operator: DelayOperator, span: tuple[int, int], rollout: str):
         super().__init__()
         a, b = span
         check_delay(operator.h, b - a + 1)
@@ -49,7 +49,14 @@ class HybridNet(nn.Module):
 
     @property
     def layers_replaced(self) -> int:
+        """Transitions the operator carries (s_{a+h} -> ... -> s_b), inserted scaling layers included."""
         return self.b - self.a - self.h
+
+    @property
+    def original_layers_replaced(self) -> int:
+        """Of those, the transitions computed by the network's own modules (for a scaled plain MLP:
+        at most the one scaled layer; for a residual net: every replaced block)."""
+        return sum(self.traj.is_original(t) for t in range(self.a + self.h + 1, self.b + 1))
 
     def seed_window(self, x: torch.Tensor) -> torch.Tensor:
         """Delay vector of the true states ``s_a .. s_{a+h}``, each zero-padded, oldest first."""

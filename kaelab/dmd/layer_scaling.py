@@ -1,12 +1,13 @@
-"""The Koopman layers paper's "layer scaling" of a trained plain MLP (Sec. 3, "scaling").
+"""The Koopman layers paper's "layer scaling" of a trained network (Sec. 3, "scaling").
 
-The trained network is frozen; ``n`` new Linear+ReLU layers (square, width = input width of hidden
-layer ``k``, as in the paper; optionally wider inside) are inserted in front of ``layers[k]`` and
-trained with a Huber loss so that the output of ``layers[k]`` (the downstream activation) is the
-same as in the original network:
+The trained network is frozen; ``n`` new Linear+ReLU layers (square, width = input width of the
+module m_k producing state k of the network's trajectory, as in the paper; optionally wider inside)
+are inserted in front of m_k and trained with a Huber loss so that the output of m_k (the
+downstream activation) is the same as in the original network (for the paper's plain MLPs, m_k is
+hidden layer ``layers[k]``):
 
-    original:  s_0 = layers[:k](x)            -> layers[k](s_0)
-    scaled:    s_0 -> new_1 -> ... -> new_n   -> layers[k](s_n)      (n + 2 states)
+    original:  u = m_0..m_{k-1}(x)          -> m_k(u)
+    scaled:    u -> new_1 -> ... -> new_n   -> m_k(new(u))      (n + 2 states)
 
 This follows the authors' code (``ScaledModel``: new layers of ``in_features`` width in front of
 the frozen ``features[index]``, Huber loss with delta 1 on its output, AdamW); the n + 2 states
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 
 from kaelab.errors import ConfigError
-from kaelab.models import MLP
+from kaelab.models.trajectory import Trajectory
 from kaelab.schedules import triangular_lr
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,12 @@ log = logging.getLogger(__name__)
 INITS = ("kaiming", "identity")
 
 
-def check_scaling(net: MLP, layer: int, n_layers: int) -> None:
-    if not 0 <= layer < len(net.layers):
+def check_scaling(n_states: int, layer: int, n_layers: int) -> None:
+    """``layer`` must index one of the network's ``n_states`` trajectory states (its producing module is scaled)."""
+    if not 0 <= layer < n_states:
         raise ConfigError(
-            f"dmd.scaling.layer={layer} is not a hidden layer of this MLP (valid: 0..{len(net.layers) - 1})"
+            f"dmd.scaling.layer={layer} is not a hidden layer (trajectory state) of this network "
+            f"(valid: 0..{n_states - 1})"
         )
     if n_layers < 0:
         raise ConfigError(f"dmd.scaling.n_layers must be >= 0, got {n_layers}")
@@ -123,9 +126,10 @@ def delay_linearity_error(S: torch.Tensor, h: int, ridge: float = 1e-4) -> torch
 
 
 def train_scaling(
-    net: MLP, x_train: torch.Tensor, cfg: Any, log_every: int = 0
+    net: Trajectory, x_train: torch.Tensor, cfg: Any, log_every: int = 0
 ) -> tuple[nn.Sequential, dict[str, float]]:
-    """Train the new layers of ``cfg`` (a ScalingConfig) in front of frozen ``net.layers[cfg.layer]``.
+    """Train the new layers of ``cfg`` (a ScalingConfig) in front of the frozen module producing
+    state ``cfg.layer`` of the trajectory ``net`` (``Trajectory.scaled`` then inserts them).
 
     Loss: Huber between the frozen layer's output through the new layers and in the original net
     (the paper). With ``cfg.linear_weight > 0`` (kaelab's addition) it adds that weight (ramped up
@@ -134,10 +138,10 @@ def train_scaling(
     trajectory that linear delay dynamics continue, which the DMD fitted afterwards (by PyDMD, on
     the true trajectories, as always) carries over many layers.
     """
-    check_scaling(net, cfg.layer, cfg.n_layers)
-    target_layer = net.layers[cfg.layer]
-    width = target_layer[0].in_features
-    dim = max(width, target_layer[0].out_features, cfg.width or 0)
+    check_scaling(net.n_states, cfg.layer, cfg.n_layers)
+    prefix, target_layer, _ = net.split(cfg.layer)
+    width = net.in_width(cfg.layer)
+    dim = max(width, net.widths[cfg.layer], cfg.width or 0)
     layers = new_layers(width, cfg.n_layers, cfg.width, cfg.init, cfg.init_noise, seed=int(cfg.seed))
     linear = cfg.linear_weight > 0
     if linear and not 0 <= cfg.linear_h <= cfg.n_layers:
@@ -152,7 +156,6 @@ def train_scaling(
         x_train = x_train[torch.randperm(len(x_train), generator=g)[: cfg.n_train]]
     try:
         with torch.no_grad():
-            prefix = nn.Sequential(*net.layers[: cfg.layer])
             s0 = torch.cat([prefix(xb) for xb in x_train.split(8192)])
             target = torch.cat([target_layer(sb) for sb in s0.split(8192)])
         revived = revive_dead_units(layers, s0[:4096], seed=int(cfg.seed))

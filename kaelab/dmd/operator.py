@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from pydmd.dmdoperator import DMDOperator
+from safetensors import safe_open
+from safetensors.torch import save_file
 from threadpoolctl import threadpool_limits
 from torch import nn
 
@@ -52,6 +54,28 @@ class DelayOperator(nn.Module):
     @property
     def rank(self) -> int:
         return int(self.Atilde.shape[0])
+
+    def save(self, path, **meta: int) -> None:
+        """The fitted operator as safetensors (U, A~, eigenvalues as real and imaginary parts; h,
+        state width and ``meta`` in the header): reloadable with ``load`` without refitting."""
+        eigs = np.asarray(self.eigs)
+        tensors = {
+            "U": self.U.contiguous(),
+            "Atilde": self.Atilde.contiguous(),
+            "eigs_real": torch.from_numpy(np.ascontiguousarray(eigs.real, dtype=np.float64)),
+            "eigs_imag": torch.from_numpy(np.ascontiguousarray(eigs.imag, dtype=np.float64)),
+        }
+        header = {"h": str(self.h), "state_dim": str(self.state_dim), **{k: str(v) for k, v in meta.items()}}
+        save_file(tensors, str(path), metadata=header)
+
+    @classmethod
+    def load(cls, path) -> tuple[DelayOperator, dict[str, int]]:
+        """(operator, the integer metadata it was saved with) from ``save``'s file."""
+        with safe_open(str(path), framework="pt") as f:
+            meta = {k: int(v) for k, v in (f.metadata() or {}).items()}
+            t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+        eigs = t["eigs_real"].numpy() + 1j * t["eigs_imag"].numpy()
+        return cls(t["U"], t["Atilde"], meta["h"], meta["state_dim"], eigs), meta
 
     def matrix(self) -> torch.Tensor:
         """The dense ``(h+1)D x (h+1)D`` operator (for tests and inspection; rollouts never build it)."""

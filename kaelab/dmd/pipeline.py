@@ -8,10 +8,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from kaelab.base_model import base_model
+from kaelab.base_model import base_model, trajectory_spec
 from kaelab.dmd.callback import DMDReplacement, smoke_config
-from kaelab.dmd.study import expected_states, grid_points
+from kaelab.dmd.study import dmd_n_states, grid_points
 from kaelab.errors import ConfigError
+from kaelab.models import build_net, stage_names
 from kaelab.training import build_loggers
 
 log = logging.getLogger(__name__)
@@ -23,10 +24,12 @@ def dmd_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     ``trainer.fast_dev_run`` the stage shrinks to a smoke test (``smoke_config``)."""
     if cfg.dmd is None:
         raise ConfigError("task=dmd needs a dmd config: add +dmd=default or use +experiment=yinyang_dmd")
-    replacement = DMDReplacement(cfg.dmd)
+    replacement = DMDReplacement(cfg.dmd, trajectory=trajectory_spec(cfg))
     if cfg.trainer.fast_dev_run:
         replacement.cfg = smoke_config(replacement.cfg)
-    grid_points(replacement.cfg, expected_states(cfg.model.net, replacement.cfg))  # fail before training
+    # fail before training: the untrained network names its states
+    names = stage_names(build_net(OmegaConf.to_container(cfg.model.net, resolve=True)), trajectory_spec(cfg))
+    grid_points(replacement.cfg, dmd_n_states(len(names), replacement.cfg))
     bm = base_model(cfg, run_dir / "base_model")
     replacement.cache_dir, replacement.cache_key = cfg.paths.cache_dir, bm.key
     loggers = build_loggers(cfg, run_dir, cfg.name)

@@ -18,9 +18,8 @@ from kaelab.dmd.delay import check_delay, pad_states, paired_snapshots
 from kaelab.dmd.hybrid import HybridNet, resolve_span
 from kaelab.dmd.layer_scaling import check_scaling
 from kaelab.dmd.operator import ROLLOUTS, DMDFit, fit_delay_dmd, resolve_rank, singular_values
-from kaelab.dmd.trajectory import DepthTrajectory, mlp_trajectory, resmlp_trajectory, scaled_mlp_trajectory
 from kaelab.errors import ConfigError
-from kaelab.models import MLP, ResMLP
+from kaelab.models.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 
@@ -28,48 +27,16 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 SELECTS = ("none", "val")
 
 
-def expected_states(net_cfg: Any, cfg: Any) -> int:
-    """Number of states T + 1 from the ``model.net`` config alone (to validate before training)."""
-    if net_cfg.arch == "resmlp":
-        return int(net_cfg.n_blocks) + 1
-    if net_cfg.arch == "mlp":
-        n_hidden, sc = len(net_cfg.hidden), cfg.scaling
-        if not 0 <= sc.layer < n_hidden:
-            raise ConfigError(
-                f"dmd.scaling.layer={sc.layer} is not a hidden layer of this MLP (valid: 0..{n_hidden - 1})"
-            )
-        return sc.n_layers + 2 if sc.n_layers > 0 else n_hidden + 1
-    raise ConfigError(f"DMD replacement supports model.net.arch resmlp or mlp, not {net_cfg.arch!r}")
-
-
-def n_trajectory_states(net: nn.Module, cfg: Any) -> int:
-    """Number of states T + 1 of ``net``'s trajectory under ``cfg`` (known before any training)."""
-    if isinstance(net, ResMLP):
-        return len(net.blocks) + 1
-    if isinstance(net, MLP):
-        sc = cfg.scaling
-        check_scaling(net, sc.layer, sc.n_layers)
-        return sc.n_layers + 2 if sc.n_layers > 0 else len(net.layers) + 1
-    raise ConfigError(f"DMD replacement supports ResMLP and MLP networks, not {type(net).__name__}")
-
-
-def build_trajectory(net: nn.Module, cfg: Any, scaled_layers: nn.Sequential | None = None) -> DepthTrajectory:
-    """The network's trajectory through depth; a plain MLP with ``scaling.n_layers > 0`` needs its
-    trained new layers (kaelab/dmd/layer_scaling.py)."""
-    if isinstance(net, ResMLP):
-        return resmlp_trajectory(net)
-    if isinstance(net, MLP):
-        sc = cfg.scaling
-        if sc.n_layers == 0:
-            return mlp_trajectory(net)
-        if scaled_layers is None or len(scaled_layers) != sc.n_layers:
-            raise ValueError(f"the scaled MLP needs its {sc.n_layers} trained new layers")
-        return scaled_mlp_trajectory(net, sc.layer, list(scaled_layers))
-    raise ConfigError(f"DMD replacement supports ResMLP and MLP networks, not {type(net).__name__}")
+def dmd_n_states(n_net_states: int, cfg: Any) -> int:
+    """Number of states T + 1 the DMD sees: the network's trajectory states, or with layer scaling
+    (``dmd.scaling.n_layers > 0``) the scaled module's input, the n new states and its output."""
+    sc = cfg.scaling
+    check_scaling(n_net_states, sc.layer, sc.n_layers)
+    return sc.n_layers + 2 if sc.n_layers > 0 else n_net_states
 
 
 @torch.no_grad()
-def collect_states(traj: DepthTrajectory, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+def collect_states(traj: Trajectory, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     """Trajectories ``[N, T + 1, D]`` (zero-padded to the widest state) of inputs ``x``."""
     return torch.cat([pad_states(traj.states(xb), traj.state_dim) for xb in x.split(batch_size)])
 
@@ -135,7 +102,7 @@ def grid_points(cfg: Any, n_states: int) -> tuple[GridPoint, list[GridPoint]]:
 
 
 def evaluate_point(
-    traj: DepthTrajectory,
+    traj: Trajectory,
     S_train: torch.Tensor,
     point: GridPoint,
     cfg: Any,
@@ -156,6 +123,7 @@ def evaluate_point(
         "span_end": b,
         "span_transitions": b - a,
         "layers_replaced": hybrid.layers_replaced,
+        "original_layers_replaced": hybrid.original_layers_replaced,
         "fit_time_s": round(fit.fit_time_s, 4),
         "spectral_radius": round(fit.operator.spectral_radius(), 5),
     }
@@ -168,7 +136,7 @@ def evaluate_point(
 
 
 def run_grid(
-    traj: DepthTrajectory,
+    traj: Trajectory,
     S_train: torch.Tensor,
     points: list[GridPoint],
     cfg: Any,

@@ -104,9 +104,9 @@ def check_training_classes(cfg: DictConfig, forget: list[int]) -> None:
 
 
 @torch.no_grad()
-def surrogate_predictions(net, target_layer: str, art: KAEArtifact, x_i: torch.Tensor, K: torch.Tensor):
+def surrogate_predictions(traj, target_layer: str, art: KAEArtifact, x_i: torch.Tensor, K: torch.Tensor):
     x_j_hat = predict_target(art.kae, art.prep, x_i, K=K)
-    return net.forward_from(target_layer, x_j_hat).argmax(1)
+    return traj.forward_from(target_layer, x_j_hat).argmax(1)
 
 
 def class_accuracies(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, forget: list[int]) -> dict[str, Any]:
@@ -176,8 +176,8 @@ def edit_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     labels = data.labels["test"]
     test_xi = data.reps["test"][src]
     base_pred = base.net(data.inputs["test"]).argmax(1)
-    before = surrogate_predictions(base.net, tgt, art, test_xi, edit.K_before)
-    after = surrogate_predictions(base.net, tgt, art, test_xi, edit.K_after)
+    before = surrogate_predictions(base.trajectory, tgt, art, test_xi, edit.K_before)
+    after = surrogate_predictions(base.trajectory, tgt, art, test_xi, edit.K_after)
     acc_b, acc_a = (class_accuracies(p, labels, n_cls, forget) for p in (before, after))
     fmask = torch.isin(labels, torch.tensor(forget))
     eig_b, eig_a = (torch.linalg.eigvals(K).abs().max().item() for K in (edit.K_before, edit.K_after))

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
-from kaelab.base_model import BaseModel, base_model, trainer_key_settings
+from kaelab.base_model import BaseModel, base_model, trainer_key_settings, trajectory_spec
 from kaelab.cache import ArtifactCache, config_key
 from kaelab.data import InMemoryDataModule
 from kaelab.errors import ConfigError
@@ -27,10 +27,10 @@ from kaelab.koopman.kae import LOSS_TERMS, RECON_REDUCTIONS, KoopmanAutoencoder
 from kaelab.koopman.operator import G_INITS
 from kaelab.koopman.path import BlockAligner, block_steps, intermediate_blocks
 from kaelab.koopman.preprocessing import PairPreprocessor
-from kaelab.koopman.representations import cached_representations, representation_names, resolve_layer
+from kaelab.koopman.representations import cached_representations, resolve_layer
 from kaelab.koopman.surrogate import evaluate_surrogate, mean_loss_terms
 from kaelab.metrics import write_metrics
-from kaelab.models import build_net
+from kaelab.models import build_net, stage_names
 from kaelab.training import build_loggers, build_trainer, log_hyperparams, log_metrics_to
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,9 @@ def check_kae_config(cfg: DictConfig) -> tuple[str, str]:
     if kc.recon_reduction not in RECON_REDUCTIONS:
         raise ConfigError(f"kae.recon_reduction must be one of {RECON_REDUCTIONS}, got {kc.recon_reduction!r}")
     net = build_net(OmegaConf.to_container(cfg.model.net, resolve=True))  # untrained: names only
-    src = resolve_layer(net, kc.source_layer, "kae.source_layer")
-    tgt = resolve_layer(net, kc.target_layer, "kae.target_layer")
-    names = representation_names(net)
+    names = stage_names(net, trajectory_spec(cfg))
+    src = resolve_layer(names, kc.source_layer, "kae.source_layer")
+    tgt = resolve_layer(names, kc.target_layer, "kae.target_layer")
     if names.index(src) >= names.index(tgt):
         raise ConfigError(
             f"kae.source_layer ({src}) must come before kae.target_layer ({tgt}): the KAE maps x_i to x_j, i < j"
@@ -133,7 +133,7 @@ def base_representations(cfg: DictConfig, base: BaseModel, layers: list[str]) ->
     n = FAST_DEV_SAMPLES if cfg.trainer.fast_dev_run else None
     inputs = {s: dm.tensors(s)[0][:n] for s in dm.splits}
     labels = {s: dm.tensors(s)[1][:n] for s in dm.splits}
-    reps = cached_representations(ArtifactCache(cfg.paths.cache_dir), base.key, base.net, inputs, layers)
+    reps = cached_representations(ArtifactCache(cfg.paths.cache_dir), base.key, base.trajectory, inputs, layers)
     return Representations(inputs, labels, reps, dm.num_classes)
 
 
@@ -198,7 +198,7 @@ def cached_kae(cfg: DictConfig, base: BaseModel, data: Representations, src: str
         pairs = {s: (prep.transform_source(r[src]), prep.transform_target(r[tgt])) for s, r in reps.items()}
         path_steps = None
         if path_trained(cfg):  # the aligned intermediate blocks ride along as a third tensor
-            blocks, path_steps = path_mapping(cfg, representation_names(base.net), src, tgt)
+            blocks, path_steps = path_mapping(cfg, base.trajectory.names, src, tgt)
             aligner = block_aligner(cfg, data, blocks, prep, tgt)
             pairs = {s: (*pair, aligner.stack(reps[s])) for s, pair in pairs.items()}
         pair_dm = InMemoryDataModule(pairs, batch_size=kc.batch_size, shuffle_seed=kc.seed)
@@ -243,7 +243,7 @@ def trained_kae(
     one cache entry for all of them (the one the topology stage reads), else only x_i and x_j."""
     src, tgt = check_kae_config(cfg)
     base = base_model(cfg, run_dir / "base_model")
-    layers = representation_names(base.net) if all_layers or path_trained(cfg) else [src, tgt]
+    layers = base.trajectory.names if all_layers or path_trained(cfg) else [src, tgt]
     data = base_representations(cfg, base, layers)
     art = cached_kae(cfg, base, data, src, tgt, run_dir / "kae")
     return base, data, art
@@ -260,7 +260,7 @@ def surrogate_report(cfg: DictConfig, base: BaseModel, data: Representations, ar
         r = data.reps[split]
         metrics.update(
             evaluate_surrogate(
-                base.net,
+                base.trajectory,
                 tgt,
                 kae,
                 prep,
@@ -305,7 +305,7 @@ def path_report(cfg: DictConfig, base: BaseModel, data: Representations, art: KA
     from kaelab.koopman.path import decoded_steps, path_fidelity
 
     try:
-        blocks, steps = path_mapping(cfg, representation_names(base.net), art.source, art.target)
+        blocks, steps = path_mapping(cfg, base.trajectory.names, art.source, art.target)
     except ConfigError as err:  # only reachable without kae.path.lam and steps (checked up front)
         log.warning("no path fidelity report: %s", err)
         return {}

@@ -1,4 +1,4 @@
-"""Neural representations x_1..x_L of a trained network (KAE paper, Sec. 3.1), via forward hooks.
+"""Neural representations x_1..x_L of a trained network (KAE paper, Sec. 3.1): states of its trajectory.
 
 Representations are taken with BatchNorm in eval mode, for every split of the base model's data,
 and cached as safetensors under a key of the base model's key and the layer names, so a sweep over
@@ -13,25 +13,18 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from kaelab.cache import ArtifactCache, config_key
 from kaelab.errors import ConfigError
+from kaelab.models.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 
 
-def representation_names(net: nn.Module) -> list[str]:
-    """Ordered names of the modules whose outputs are the network's representations."""
-    if hasattr(net, "representation_names"):
-        return list(net.representation_names())
-    raise ConfigError(f"{type(net).__name__} does not declare representation_names()")
-
-
-def resolve_layer(net: nn.Module, layer: int | str, key: str) -> str:
-    """A layer given as an index into ``representation_names(net)`` (negative from the end) or a
-    module name, checked against the network; ``key`` names the config entry for the error."""
-    names = representation_names(net)
+def resolve_layer(names: Sequence[str], layer: int | str, key: str) -> str:
+    """A layer given as an index into the trajectory's state ``names`` (negative from the end) or a
+    state name, checked; ``key`` names the config entry for the error."""
+    names = list(names)
     listing = ", ".join(f"{i}={n}" for i, n in enumerate(names))
     if isinstance(layer, str) and not layer.lstrip("-").isdigit():
         if layer not in names:
@@ -44,38 +37,49 @@ def resolve_layer(net: nn.Module, layer: int | str, key: str) -> str:
 
 
 @torch.no_grad()
-def extract(net: nn.Module, layers: Sequence[str], x: torch.Tensor, batch_size: int = 8192) -> dict[str, torch.Tensor]:
-    """Outputs of the named modules for inputs ``x`` (eval mode; the net's mode is restored)."""
-    modules = dict(net.named_modules())
-    missing = [n for n in layers if n not in modules]
+def extract(
+    traj: Trajectory, layers: Sequence[str], x: torch.Tensor, batch_size: int = 8192
+) -> dict[str, torch.Tensor]:
+    """The states named ``layers`` of the trajectory for inputs ``x`` (eval mode; the mode is restored)."""
+    missing = [n for n in layers if n not in traj.names]
     if missing:
-        raise ConfigError(f"no module named {missing[0]!r} in {type(net).__name__}")
+        raise ConfigError(f"{missing[0]!r} is not a state of the trajectory ({', '.join(traj.names)})")
+    idx = {n: traj.names.index(n) for n in layers}
+    last = max(idx.values())
     outputs: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
-    hooks = [modules[n].register_forward_hook(lambda _m, _i, out, n=n: outputs[n].append(out.detach())) for n in layers]
-    was_training = net.training
-    net.eval()
+    was_training = traj.training
+    traj.eval()
     try:
         for start in range(0, len(x), batch_size):
-            net(x[start : start + batch_size])
+            s = traj.prefix(x[start : start + batch_size])
+            for t in range(last + 1):
+                if t > 0:
+                    s = traj.stages[t - 1](s)
+                for n, i in idx.items():
+                    if i == t:
+                        outputs[n].append(s.detach())
     finally:
-        for h in hooks:
-            h.remove()
-        net.train(was_training)
+        traj.train(was_training)
     return {n: torch.cat(v) for n, v in outputs.items()}
 
 
+def representations_key(base_key: str, layers: Sequence[str], split_sizes: dict[str, int]) -> str:
+    """Cache key of the representations of ``layers`` of the base model ``base_key``."""
+    return config_key("representations", base_key, sorted(dict.fromkeys(layers)), split_sizes)
+
+
 def cached_representations(
-    cache: ArtifactCache, base_key: str, net: nn.Module, splits: dict[str, torch.Tensor], layers: Sequence[str]
+    cache: ArtifactCache, base_key: str, traj: Trajectory, splits: dict[str, torch.Tensor], layers: Sequence[str]
 ) -> dict[str, dict[str, torch.Tensor]]:
     """``{split: {layer: tensor}}`` for the base model ``base_key``, extracted once and cached."""
     layers = list(dict.fromkeys(layers))
-    key = config_key("representations", base_key, sorted(layers), {s: len(x) for s, x in splits.items()})
+    key = representations_key(base_key, layers, {s: len(x) for s, x in splits.items()})
 
     def build(tmp: Path) -> None:
         tensors = {}
         for split, x in splits.items():
             log.info("extracting %s for %d %s samples", layers, len(x), split)
-            for layer, rep in extract(net, layers, x).items():
+            for layer, rep in extract(traj, layers, x).items():
                 tensors[f"{split}/{layer}"] = rep.contiguous()
         save_file(tensors, str(tmp / "representations.safetensors"))
 

@@ -72,7 +72,7 @@ def evaluate_surrogate(
     """``base/{split}_acc*``, ``kae/{split}_acc*``, ``kae/agreement`` and ``kae/state_fvu`` for one split.
 
     x_i, x_j are the base model's representations of ``inputs``; the surrogate's x_j goes through
-    ``net.forward_from(target_layer, .)``.
+    ``net.forward_from(target_layer, .)`` (``net``: the base model's Trajectory, kaelab/models/trajectory.py).
     """
     net.eval()
     base_pred = net(inputs).argmax(1)

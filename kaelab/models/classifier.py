@@ -1,4 +1,5 @@
-"""The base-model LightningModule: cross-entropy, SGD + one-cycle triangular LR (paper App. B)."""
+"""The base-model LightningModule: cross-entropy, SGD (or ``model.optimizer``) + one-cycle triangular LR
+(paper App. B)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from kaelab.models.mlp import build_net
+from kaelab.instantiate import instantiate
+from kaelab.models.factory import build_net
 from kaelab.schedules import triangular_lr
 
 
@@ -31,11 +33,14 @@ class Classifier(L.LightningModule):
     ``cache_key`` (set by the base-model stage) is written into every checkpoint, so that a resumed
     run can tell whether its checkpoint was trained under the same config."""
 
-    def __init__(self, net: dict, optim: dict, num_classes: int, label_smoothing: float = 0.0):
+    def __init__(
+        self, net: dict, optim: dict, num_classes: int, label_smoothing: float = 0.0, optimizer: dict | None = None
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.net = build_net(net)
         self.optim = dict(optim)
+        self.optimizer_cfg = optimizer
         self.label_smoothing = label_smoothing
         self.num_classes = num_classes
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -108,11 +113,15 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim
-        opt = torch.optim.SGD(
-            decay_param_groups(self.net, o["weight_decay"]),
-            lr=o["lr"],
-            momentum=o["momentum"],
-            nesterov=o.get("nesterov", False),
-        )
+        if self.optimizer_cfg is not None:  # model.optimizer: a _partial_ _target_ config
+            factory = instantiate(self.optimizer_cfg, "model.optimizer")
+            opt = factory(decay_param_groups(self.net, self.optimizer_cfg.get("weight_decay", 0.0)))
+        else:
+            opt = torch.optim.SGD(
+                decay_param_groups(self.net, o["weight_decay"]),
+                lr=o["lr"],
+                momentum=o["momentum"],
+                nesterov=o.get("nesterov", False),
+            )
         sched = triangular_lr(opt, self.trainer.estimated_stepping_batches, o["warmup_frac"])
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

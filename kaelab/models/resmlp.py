@@ -13,8 +13,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kaelab.models.layered import LayeredNet
-
 
 class ResBlock(nn.Module):
     def __init__(self, width: int):
@@ -27,7 +25,7 @@ class ResBlock(nn.Module):
         return torch.relu(x + self.bn2(self.fc2(h)))
 
 
-class ResMLP(LayeredNet):
+class ResMLP(nn.Module):
     """``in_dim -> width`` input layer, ``n_blocks`` residual blocks of ``width``, linear head."""
 
     def __init__(self, in_dim: int, width: int, n_blocks: int, out_dim: int):
@@ -40,8 +38,13 @@ class ResMLP(LayeredNet):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 nn.init.zeros_(m.bias)
 
-    def representation_names(self) -> list[str]:
-        return ["input_layer"] + [f"blocks.{i}" for i in range(len(self.blocks))]
+    @staticmethod
+    def trajectory_spec() -> dict:
+        """States: x_i = output of the input layer, then the output of every block (kaelab.models.trajectory)."""
+        return {"stages": ["input_layer", "blocks.*"], "head": "head"}
 
-    def stages(self) -> list[nn.Module]:
-        return [self.input_layer, *self.blocks]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_layer(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)

@@ -30,7 +30,6 @@ from omegaconf import DictConfig
 from kaelab.base_model import base_model
 from kaelab.errors import ConfigError
 from kaelab.koopman.preprocessing import Chain, FrobeniusNormalize, MeanCenter, PCAProjection
-from kaelab.koopman.representations import representation_names
 from kaelab.topology import betti as B
 from kaelab.training import build_loggers, log_metrics_to
 
@@ -121,7 +120,7 @@ def topology_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
         src, tgt = check_kae_config(cfg)
     base = base_model(cfg, run_dir / "base_model")
-    names = representation_names(base.net)
+    names = base.trajectory.names
     if not have_kae:
         src, tgt = names[0], names[-1]
     from kaelab.koopman.pipeline import base_representations, cached_kae
