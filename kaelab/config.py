@@ -201,6 +201,14 @@ def register_configs() -> None:
     from kaelab.koopman.config import KAEConfig
     from kaelab.topology.config import TopologyConfig
 
+    # Hydra finds launcher plugins by walking the hydra_plugins namespace's __path__, which a PEP 660
+    # editable install (make setup) does not expose: register kaelab's launcher explicitly (importing
+    # it also stores its config schema, hydra/launcher/slots_schema).
+    from hydra.core.plugins import Plugins
+    from hydra_plugins.kaelab_launcher.slots_launcher import SlotsLauncher
+
+    Plugins.instance().register(SlotsLauncher)
+
     cs = ConfigStore.instance()
     cs.store(group="edit", name="edit_schema", node=EditConfig)
     cs.store(group="kae", name="kae_schema", node=KAEConfig)

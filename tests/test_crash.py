@@ -59,8 +59,9 @@ def _run_dir(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
 def test_signal_exits_nonzero_with_one_resume_line_and_the_resume_finishes(tmp_path, sig, code):
     proc = _start([*TRAIN, "model.epochs=400"], tmp_path)
-    # any epoch: only the newest checkpoint is kept, so a fast machine can pass a given epoch unseen
-    _wait_for("runs/yinyang_mlp/*/checkpoints/epoch=*.ckpt", tmp_path, proc)
+    # last.ckpt (written after the epoch's own checkpoint): a signal between the two finds no
+    # resumable checkpoint yet, and rightly says so
+    _wait_for("runs/yinyang_mlp/*/checkpoints/last.ckpt", tmp_path, proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == code, err[-2000:]
