@@ -291,7 +291,7 @@ def warn_if_diverged(metrics: dict[str, Any], art: KAEArtifact) -> None:
     if metrics["kae/diverged"]:
         log.warning(
             "KAE %s: test state FVU %.3g > 1 (surrogate acc %.3f vs base %.3f): training diverged; lower kae.lr "
-            "or set trainer.gradient_clip_val, and remove %s",
+            "(kae.grad_clip did not rescue the MNIST KAE) and remove %s",
             art.key,
             metrics["kae/state_fvu"],
             metrics["kae/test_acc"],
