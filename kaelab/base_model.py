@@ -152,6 +152,23 @@ def check_resume(cfg: DictConfig, ckpt_path: str | Path) -> tuple[dict[str, Any]
     return ckpt, recorded == expected
 
 
+def resolve_last_checkpoint(ckpt_path: str | Path) -> str:
+    """``last.ckpt`` is a link to the newest epoch checkpoint; a run killed between saving a new
+    epoch checkpoint (and removing the old one) and moving the link leaves it dangling. Resume
+    from the newest epoch checkpoint beside it then, and say so."""
+    path = Path(ckpt_path)
+    if path.is_file() or not path.is_symlink():
+        return str(ckpt_path)
+    candidates = [p for p in path.parent.glob("epoch=*.ckpt") if p.is_file()]
+    pattern = re.compile(r"epoch=(\d+)-step=(\d+)")
+    found = [(int(m.group(1)), int(m.group(2)), p) for p in candidates if (m := pattern.match(p.name))]
+    if not found:
+        return str(ckpt_path)
+    newest = max(found)[2]
+    log.warning("kaelab: %s points to a removed checkpoint (a run killed mid-save); resuming from %s", path, newest)
+    return str(newest)
+
+
 def fit_classifier(
     cfg: DictConfig,
     out_dir: Path,
@@ -164,6 +181,7 @@ def fit_classifier(
     the same ``out_dir`` its CSV log keeps the epochs before the checkpoint."""
     key_matches, history = True, None
     if ckpt_path is not None:
+        ckpt_path = resolve_last_checkpoint(ckpt_path)
         ckpt, key_matches = check_resume(cfg, ckpt_path)
         history = csv_history(out_dir, int(ckpt.get("global_step", 0)))
         if not key_matches:

@@ -196,16 +196,16 @@ def register_configs() -> None:
     for name, fn in (("kaelab_gpu_count", gpu_count), ("kaelab_gpu_for_job", gpu_for_job)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
-    from kaelab.dmd.config import DMDConfig
-    from kaelab.editing.config import EditConfig
-    from kaelab.koopman.config import KAEConfig
-    from kaelab.topology.config import TopologyConfig
-
     # Hydra finds launcher plugins by walking the hydra_plugins namespace's __path__, which a PEP 660
     # editable install (make setup) does not expose: register kaelab's launcher explicitly (importing
     # it also stores its config schema, hydra/launcher/slots_schema).
     from hydra.core.plugins import Plugins
+
     from hydra_plugins.kaelab_launcher.slots_launcher import SlotsLauncher
+    from kaelab.dmd.config import DMDConfig
+    from kaelab.editing.config import EditConfig
+    from kaelab.koopman.config import KAEConfig
+    from kaelab.topology.config import TopologyConfig
 
     Plugins.instance().register(SlotsLauncher)
 

@@ -506,3 +506,19 @@ def test_bench_probe_is_interleaved_and_flags_ratios_above_one(monkeypatch):
     assert r["x/fraction_of_probe_measurement_error"] is False
     r = bench.interleaved_fraction("y/", FakeProbe([10] * 4), workload([11, 12, 9]))
     assert r["y/fraction_of_probe_measurement_error"] is True
+
+
+def test_dangling_last_ckpt_resumes_from_the_newest_epoch_checkpoint(tmp_path):
+    """kill -9 between saving epoch 3 (and removing epoch 2) and moving the last.ckpt link: the link
+    dangles; the resume takes the newest epoch checkpoint beside it, not an error or an older one."""
+    from kaelab.base_model import resolve_last_checkpoint
+
+    for name in ("epoch=1-step=4.ckpt", "epoch=3-step=8.ckpt"):
+        (tmp_path / name).write_bytes(b"x")
+    last = tmp_path / "last.ckpt"
+    last.symlink_to("epoch=2-step=6.ckpt")  # removed already
+    assert resolve_last_checkpoint(last) == str(tmp_path / "epoch=3-step=8.ckpt")
+    last.unlink()
+    last.symlink_to("epoch=1-step=4.ckpt")  # a valid link is taken as it is
+    assert resolve_last_checkpoint(last) == str(last)
+    assert resolve_last_checkpoint(tmp_path / "nothing.ckpt") == str(tmp_path / "nothing.ckpt")
