@@ -12,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from kaelab.viz.style import save_figure  # noqa: E402
+
 
 def plot_path_fidelity(
     blocks: Sequence[str], steps: Sequence[int], k: int, fid: dict[str, list[float]], path: Path, title: str
@@ -31,8 +33,4 @@ def plot_path_fidelity(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from kaelab.viz.style import save_figure  # noqa: E402
+
 
 def plot_operator_eigenvalues(eig_K: np.ndarray, eig_A: np.ndarray, k: int, path: Path, title: str) -> Path:
     """Two panels: eigenvalues of K = exp(G) and of A = exp(G/k), each with the unit circle; A's
@@ -37,11 +39,7 @@ def plot_operator_eigenvalues(eig_K: np.ndarray, eig_A: np.ndarray, k: int, path
         ax.axvline(0, c="grey", lw=0.4)
         ax.legend(loc="upper right", fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_class_mode_energy(
@@ -62,8 +60,4 @@ def plot_class_mode_energy(
     ax.set(xlabel="mode (index, |eigenvalue of K|)", ylabel="class")
     fig.colorbar(im, ax=ax, label="share of class mean")
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -15,3 +15,14 @@ def class_color(c: int):
 
 def class_colors(labels) -> list:
     return [class_color(int(c)) for c in labels]
+
+
+def save_figure(fig, path):
+    """Lay out, write (creating the directory) and close ``fig``; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
