@@ -51,6 +51,9 @@ class KAEConfig:
     # max global gradient norm (torch clip_grad_norm_) for the KAE alone (trainer.gradient_clip_val
     # would also change the base model's key); None: off, as the reference
     grad_clip: Optional[float] = None
+    # roll back an epoch whose val/loss exceeds this factor times the best so far and halve the lr
+    # (kaelab.rollback.SpikeRollback; not in the paper); None: off, as the reference
+    spike_rollback: Optional[float] = None
     path: KAEPathConfig = field(default_factory=KAEPathConfig)  # intermediate blocks (not in the paper)
     epochs: int = 1000
     batch_size: int = 1024

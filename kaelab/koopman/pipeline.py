@@ -31,6 +31,7 @@ from kaelab.koopman.representations import cached_representations, resolve_layer
 from kaelab.koopman.surrogate import evaluate_surrogate, mean_loss_terms
 from kaelab.metrics import write_metrics
 from kaelab.models import build_net, stage_names
+from kaelab.rollback import SpikeRollback
 from kaelab.training import build_loggers, build_trainer, log_hyperparams, log_metrics_to
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ def check_kae_config(cfg: DictConfig) -> tuple[str, str]:
         raise ConfigError(f"kae.g_init must be one of {G_INITS}, got {kc.g_init!r}")
     if kc.get("grad_clip") is not None and not kc.grad_clip > 0:
         raise ConfigError(f"kae.grad_clip={kc.grad_clip} must be > 0 (or null: no clipping)")
+    if kc.get("spike_rollback") is not None and not kc.spike_rollback > 1:
+        raise ConfigError(f"kae.spike_rollback={kc.spike_rollback} must be > 1 (or null: off)")
     if kc.recon_reduction not in RECON_REDUCTIONS:
         raise ConfigError(f"kae.recon_reduction must be one of {RECON_REDUCTIONS}, got {kc.recon_reduction!r}")
     net = build_net(OmegaConf.to_container(cfg.model.net, resolve=True))  # untrained: names only
@@ -159,8 +162,9 @@ def kae_key(cfg: DictConfig, base_key: str, src: str, tgt: str, split_sizes: dic
     change training."""
     kae = OmegaConf.to_container(cfg.kae, resolve=True)
     # options added later keep the keys of KAEs trained before them while they are off
-    if kae.get("grad_clip") is None:
-        kae.pop("grad_clip", None)
+    for option in ("grad_clip", "spike_rollback"):
+        if kae.get(option) is None:
+            kae.pop(option, None)
     path = kae.pop("path", None) or {}
     if path.get("lam", 0.0) > 0:  # only the loss and its mapping change training, not the report
         kae["path"] = {"lam": path["lam"], "steps": path.get("steps")}
@@ -206,7 +210,8 @@ def cached_kae(cfg: DictConfig, base: BaseModel, data: Representations, src: str
         L.seed_everything(kc.seed, workers=True, verbose=False)
         kwargs = kae_kwargs(cfg, dim=pairs["train"][0].shape[1], path_steps=path_steps)
         kae = KoopmanAutoencoder(**kwargs)
-        trainer = build_trainer(cfg, work_dir, kc.epochs, run_name=f"{cfg.name}-kae")
+        guard = [SpikeRollback(kc.spike_rollback)] if kc.get("spike_rollback") is not None else []
+        trainer = build_trainer(cfg, work_dir, kc.epochs, extra_callbacks=guard, run_name=f"{cfg.name}-kae")
         log_hyperparams(trainer, cfg)
         t0 = time.perf_counter()
         trainer.fit(kae, datamodule=pair_dm)
@@ -216,7 +221,11 @@ def cached_kae(cfg: DictConfig, base: BaseModel, data: Representations, src: str
         save_file({k: v.contiguous() for k, v in kae.state_dict().items()}, str(tmp / "kae.safetensors"))
         (tmp / "kae.json").write_text(json.dumps({**kwargs, "q": kc.q}, indent=2))
         save_file(prep.state_dict(), str(tmp / "preprocessor.safetensors"))
-        write_metrics(tmp / "metrics.json", {"kae/train_time_s": train_time, "kae/steps": trainer.global_step})
+        train_metrics = {"kae/train_time_s": train_time, "kae/steps": trainer.global_step}
+        if guard:
+            train_metrics["kae/rollbacks"] = len(guard[0].rollbacks)
+            train_metrics["kae/rollback_epochs"] = [r["epoch"] for r in guard[0].rollbacks]
+        write_metrics(tmp / "metrics.json", train_metrics)
 
     manifest = {"base_model": base.key, "source": src, "target": tgt, "splits": sizes}
     manifest["kae"] = OmegaConf.to_container(kc, resolve=True)
