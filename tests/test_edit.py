@@ -21,6 +21,7 @@ def _digests(root):
 def test_edit_stage_forgets_reuses_the_cached_kae_and_never_modifies_it(tmp_path):
     first = run_cfg([*TINY, "edit.target_class=0"], tmp_path)
     assert first["kae/cache_hit"] is False  # trained by this run
+    assert first["edit/stats_cache_hit"] is False  # the KAE's per-class key statistics, built once
     for key in (
         "edit/acc_per_class_before",
         "edit/acc_per_class_after",
@@ -55,6 +56,7 @@ def test_edit_stage_forgets_reuses_the_cached_kae_and_never_modifies_it(tmp_path
     second = run_cfg([*TINY, "edit.target_class=[0,1]", "edit.targets=nearest_retained_centroid"], tmp_path / "second")
     assert second["kae/cache_hit"] is True and second["base/cache_hit"] is True
     assert second["kae/key"] == first["kae/key"]
+    assert second["edit/stats_cache_hit"] is True  # another target, the same statistics
     assert second["edit/target_class"] == [0, 1]
     assert second["edit/forget_acc_after"] < second["edit/forget_acc_before"]
     assert _digests(kae_dir) == before  # byte-identical after two edits

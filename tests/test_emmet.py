@@ -109,3 +109,14 @@ def test_bad_shapes():
         emmet(W, K_E, V_E[:, :2], K0)
     with pytest.raises(ConfigError, match="at least one"):
         emmet(W, K_E[:, :0], V_E[:, :0], K0)
+
+
+def test_the_preserved_keys_gram_gives_the_same_edit_as_the_keys():
+    """emmet(..., preserve_gram=K0 K0^T) is emmet(..., K0): the keys enter only through their Gram."""
+    W, K_E, V_E, K0 = _problem(p=12, E=30, P=50)
+    a, ia = emmet(W, K_E, V_E, K0, mu=0.1, lam=0.1)
+    b, ib = emmet(W, K_E, V_E, None, mu=0.1, lam=0.1, preserve_gram=K0 @ K0.T, n_preserve=50)
+    torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    assert ia.n_preserve == ib.n_preserve == 50
+    with pytest.raises(ConfigError, match="either keys_preserve or preserve_gram"):
+        emmet(W, K_E, V_E, K0, preserve_gram=K0 @ K0.T)

@@ -6,6 +6,7 @@ retention exact; the target strategies are checked against brute force."""
 import pytest
 import torch
 
+from kaelab.editing.statistics import KeyStatistics, key_statistics
 from kaelab.editing.targets import alternative_outputs, class_centroids, nearest_rows
 from kaelab.editing.unlearning import exclusive_energy, unlearn_classes
 from kaelab.koopman.kae import KoopmanAutoencoder
@@ -92,3 +93,26 @@ def test_target_strategies_against_brute_force():
     v = alternative_outputs("nearest_retained_centroid", W, keys_edit, keys_keep, outputs_keep, labels, 4)
     expected = cent[:3][torch.cdist(keys_edit @ W.T, cent[:3]).argmin(1)]
     torch.testing.assert_close(v, expected)
+
+
+@pytest.mark.parametrize("targets,redirect", [("nearest_retained_centroid", None), ("class_centroid", 1)])
+def test_class_statistics_give_the_same_edit_as_every_retained_key(targets, redirect):
+    """The cached per-class sums (kaelab.editing.statistics) stand in for the retained samples.
+    Catches statistics that leak the forgotten class into C0 or the centroids, or miss a class."""
+    kae = _linear_kae(2)
+    x_i, x_j, y = _orthogonal_classes(kae, 2)
+    x_i, x_j = x_i + 0.05 * torch.randn_like(x_i), x_j + 0.05 * torch.randn_like(x_j)  # classes overlap a bit
+    stats = key_statistics(kae, x_i, x_j, y, 3, batch_size=7)  # odd batches: sums across them
+    assert stats.count.tolist() == [PER_CLASS] * 3
+    for forget in ([0], [2], [0, 2]):
+        if redirect in forget:
+            continue
+        kw = dict(targets=targets, redirect_to=redirect, mu=0.1, lam=0.1)
+        full = unlearn_classes(kae, x_i, x_j, y, forget, 3, **kw)
+        fast = unlearn_classes(kae, x_i, x_j, y, forget, 3, stats=stats, **kw)
+        torch.testing.assert_close(fast.K_after, full.K_after, atol=1e-10, rtol=1e-10)
+        assert fast.info.n_preserve == full.info.n_preserve == PER_CLASS * (3 - len(forget))
+        assert fast.exclusive_energy == pytest.approx(full.exclusive_energy, abs=1e-10)
+    round_trip = KeyStatistics.from_state_dict(stats.state_dict())
+    torch.testing.assert_close(round_trip.preserve_gram([1]), stats.gram[[0, 2]].sum(0))
+    assert torch.isnan(stats.output_centroids([1])[1]).all() and not torch.isnan(stats.output_centroids([1])[0]).any()

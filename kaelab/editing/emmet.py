@@ -75,21 +75,32 @@ def emmet(
     W: torch.Tensor,
     keys_edit: torch.Tensor,
     values_edit: torch.Tensor,
-    keys_preserve: torch.Tensor,
+    keys_preserve: torch.Tensor | None,
     mu: float = 0.1,
     lam: float = 0.1,
     form: str = "auto",
+    preserve_gram: torch.Tensor | None = None,
+    n_preserve: int | None = None,
 ) -> tuple[torch.Tensor, EditInfo]:
     """Edited operator W' = W + Delta (same dtype as W) and how it was solved.
 
     Keys and values are columns: ``keys_edit`` [p, E], ``values_edit`` [p, E], ``keys_preserve``
-    [p, P] (P may be 0 when mu > 0). ``form``: ``auto`` (E x E when E <= p, else p x p), ``ExE``
-    or ``pxp``.
+    [p, P] (P may be 0 when mu > 0). The preserved keys enter only through K0 K0^T: instead of
+    them, ``preserve_gram`` [p, p] may be given (with ``n_preserve``, their count, for the report;
+    kaelab.editing.statistics keeps it per class). ``form``: ``auto`` (E x E when E <= p, else
+    p x p), ``ExE`` or ``pxp``.
     """
     if W.ndim != 2 or W.shape[0] != W.shape[1]:
         raise ConfigError(f"EMMET edits a square operator, got shape {tuple(W.shape)}")
     p = W.shape[0]
-    for name, t in (("keys_edit", keys_edit), ("values_edit", values_edit), ("keys_preserve", keys_preserve)):
+    if (keys_preserve is None) == (preserve_gram is None):
+        raise ConfigError("EMMET needs either keys_preserve or preserve_gram (K0 K0^T), not both")
+    if preserve_gram is not None and preserve_gram.shape != (p, p):
+        raise ConfigError(f"EMMET preserve_gram must be [{p}, {p}], got {tuple(preserve_gram.shape)}")
+    given = (("keys_edit", keys_edit), ("values_edit", values_edit), ("keys_preserve", keys_preserve))
+    for name, t in given:
+        if t is None:
+            continue
         if t.ndim != 2 or t.shape[0] != p:
             raise ConfigError(f"EMMET {name} must be [{p}, n] (columns are vectors), got {tuple(t.shape)}")
     if keys_edit.shape != values_edit.shape:
@@ -103,10 +114,16 @@ def emmet(
     n_edit = keys_edit.shape[1]
     if form == "auto":
         form = "ExE" if n_edit <= p else "pxp"
-    info = EditInfo(form=form, n_edit=n_edit, n_preserve=keys_preserve.shape[1], cond=float("nan"))
+    if keys_preserve is not None:
+        n_preserve = keys_preserve.shape[1]
+    info = EditInfo(form=form, n_edit=n_edit, n_preserve=int(n_preserve or 0), cond=float("nan"))
 
-    W64, K_E, V_E, K0 = (t.to(torch.float64) for t in (W, keys_edit, values_edit, keys_preserve))
-    C0 = K0 @ K0.T
+    W64, K_E, V_E = (t.to(torch.float64) for t in (W, keys_edit, values_edit))
+    if preserve_gram is None:
+        K0 = keys_preserve.to(torch.float64)
+        C0 = K0 @ K0.T
+    else:
+        C0 = preserve_gram.to(torch.float64).clone()
     if mu:
         C0.diagonal().add_(mu)
     R = V_E - W64 @ K_E  # [p, E]

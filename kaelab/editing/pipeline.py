@@ -17,10 +17,12 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from kaelab.base_model import base_model
+from kaelab.cache import ArtifactCache, config_key
 from kaelab.data import build_datamodule
+from kaelab.editing.statistics import KeyStatistics, key_statistics
 from kaelab.editing.targets import TARGET_STRATEGIES
 from kaelab.editing.unlearning import KEY_SOURCES, unlearn_classes
 from kaelab.errors import ConfigError
@@ -146,6 +148,10 @@ def edit_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if ec.strategy == "spectral":
         edit, strategy_metrics = spectral_edit(cfg, art, x_i, data.labels["train"], forget, strategy_metrics)
     else:
+        stats = None
+        if ec.targets != "nearest_retained":  # the reference's targets need every retained key
+            stats, hit, stats_time = cached_key_statistics(cfg, art, x_i, x_j, data.labels["train"], n_cls)
+            strategy_metrics.update({"edit/stats_cache_hit": hit, "edit/stats_time_s": stats_time})
         edit = unlearn_classes(
             art.kae,
             x_i,
@@ -159,6 +165,7 @@ def edit_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             mu=ec.mu,
             lam=ec.lam,
             form=ec.form,
+            stats=stats,
         )
         info = edit.info
         log.info(
@@ -231,6 +238,29 @@ def edit_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         edit.time_s,
     )
     return m
+
+
+def cached_key_statistics(cfg: DictConfig, art: KAEArtifact, x_i, x_j, labels, n_cls: int):
+    """The KAE's per-class key statistics (kaelab.editing.statistics) over its training pairs,
+    computed once per KAE and cached: every later edit of this KAE, whatever it forgets, encodes
+    only the forgotten samples. Returns (statistics, cache hit, seconds to load or build)."""
+    t0 = time.perf_counter()
+    built = False
+
+    def build(tmp: Path) -> None:
+        nonlocal built
+        built = True
+        save_file(key_statistics(art.kae, x_i, x_j, labels, n_cls).state_dict(), str(tmp / "statistics.safetensors"))
+
+    def load(path: Path) -> KeyStatistics:
+        stats = KeyStatistics.from_state_dict(load_file(str(path / "statistics.safetensors")))
+        if stats.num_classes != n_cls or int(stats.count.sum()) != len(labels):
+            raise ValueError(f"statistics of {int(stats.count.sum())} samples, {len(labels)} expected")
+        return stats
+
+    key = config_key("edit_stats", art.key)
+    stats = ArtifactCache(cfg.paths.cache_dir).load("edit_stats", key, build, load, {"kae": art.key})
+    return stats, not built, time.perf_counter() - t0
 
 
 def spectral_edit(cfg: DictConfig, art: KAEArtifact, x_i, labels, forget: list[int], m: dict[str, Any]):

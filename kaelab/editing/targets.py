@@ -56,12 +56,20 @@ def alternative_outputs(
     if strategy == "nearest_retained":
         return keys_keep[nearest_rows(keys_edit, keys_keep)] @ W.T
     centroids = class_centroids(outputs_keep, labels_keep, num_classes)
+    return centroid_outputs(strategy, W, keys_edit, centroids, redirect_to)
+
+
+def centroid_outputs(
+    strategy: str, W: torch.Tensor, keys_edit: torch.Tensor, centroids: torch.Tensor, redirect_to: int | None = None
+) -> torch.Tensor:
+    """Targets [E, p] of the centroid strategies, from the retained classes' output centroids
+    [C, p] (NaN rows: classes that are not retained)."""
     if strategy == "class_centroid":
         if redirect_to is None:
             raise ConfigError("edit.targets=class_centroid needs edit.redirect_to=D (the class to merge into)")
         return centroids[redirect_to].expand(len(keys_edit), -1).clone()
     if strategy == "nearest_retained_centroid":
-        present = torch.unique(labels_keep)
+        present = torch.nonzero(~centroids.isnan().any(1)).flatten()
         nearest = present[nearest_rows(keys_edit @ W.T, centroids[present])]
         return centroids[nearest]
     raise ConfigError(f"edit.targets must be one of {TARGET_STRATEGIES}, got {strategy!r}")

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from kaelab.editing.emmet import EditInfo, emmet
-from kaelab.editing.targets import alternative_outputs
+from kaelab.editing.statistics import KeyStatistics
+from kaelab.editing.targets import alternative_outputs, centroid_outputs
 from kaelab.errors import ConfigError
 from kaelab.koopman.kae import KoopmanAutoencoder
 
@@ -39,9 +40,12 @@ class OperatorEdit:
     exclusive_energy: float  # of the edit keys, outside the retained keys' principal subspace
 
 
-def exclusive_energy(keys_edit: torch.Tensor, keys_keep: torch.Tensor, keep: float = 0.99) -> float:
+def exclusive_energy(
+    keys_edit: torch.Tensor, keys_keep: torch.Tensor | None = None, keep: float = 0.99, keep_gram=None
+) -> float:
     """Fraction of the edit keys' energy (sum of squared norms) outside the subspace that holds
-    ``keep`` of the retained keys' energy (rows are keys).
+    ``keep`` of the retained keys' energy (rows are keys; the retained keys may be given by their
+    Gram matrix ``keep_gram`` = sum of k k^T instead).
 
     A linear edit can move the forgotten outputs without moving the retained ones only along
     directions the retained keys do not use: near 0, every direction that carries a forgotten key
@@ -49,8 +53,10 @@ def exclusive_energy(keys_edit: torch.Tensor, keys_keep: torch.Tensor, keep: flo
     forgotten class has directions of its own. Measured: 0.03-0.07 on Yin-Yang's 20-d observables and
     0.03-0.16 on MNIST's 800-d ones, so on both the targets decide how far a forgotten output moves.
     """
-    k0 = keys_keep.double()
-    evals, evecs = torch.linalg.eigh(k0.T @ k0)  # ascending; the right singular vectors of k0
+    if keep_gram is None:
+        k0 = keys_keep.double()
+        keep_gram = k0.T @ k0
+    evals, evecs = torch.linalg.eigh(keep_gram.double())  # ascending; the right singular vectors of k0
     evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
     energy = evals.cumsum(0) / evals.sum()
     r = int((energy < keep).sum().item()) + 1
@@ -78,10 +84,17 @@ def unlearn_classes(
     mu: float = 0.1,
     lam: float = 0.1,
     form: str = "auto",
+    stats: KeyStatistics | None = None,
 ) -> OperatorEdit:
-    """Algorithm 1 on preprocessed training pairs (x_i, x_j) [n, d]: the edited operator K'."""
+    """Algorithm 1 on preprocessed training pairs (x_i, x_j) [n, d]: the edited operator K'.
+
+    With ``stats`` (kaelab.editing.statistics, computed from the same pairs) the retained samples
+    enter through their per-class sums and are not encoded again, except for the reference's
+    ``nearest_retained`` targets, which need every retained key."""
     if keys not in KEY_SOURCES:
         raise ConfigError(f"edit.keys_from must be one of {KEY_SOURCES}, got {keys!r}")
+    if stats is not None and stats.num_classes != num_classes:
+        raise ConfigError(f"key statistics of {stats.num_classes} classes given for a {num_classes}-class edit")
     t0 = time.perf_counter()
     G = kae.koopman.G.detach().double()
     K = torch.linalg.matrix_exp(G)
@@ -95,16 +108,23 @@ def unlearn_classes(
         keys_edit = z_del @ torch.linalg.matrix_exp(-G).T
     else:
         keys_edit = encode(kae, x_i[mask]).double()
-    keys_keep = encode(kae, x_i[~mask]).double()  # step 2b
-    labels_keep = labels[~mask]
-    outputs_keep = encode(kae, x_j[~mask]).double() if targets != "nearest_retained" else keys_keep @ K.T
-    values = alternative_outputs(  # step 3
-        targets, K, keys_edit, keys_keep, outputs_keep, labels_keep, num_classes, redirect_to
-    )
+    if stats is not None and targets != "nearest_retained":  # steps 1b, 2b and 3 from the class sums
+        keep_gram, n_keep = stats.preserve_gram(forget), stats.n_preserved(forget)
+        values = centroid_outputs(targets, K, keys_edit, stats.output_centroids(forget), redirect_to)
+    else:
+        keys_keep = encode(kae, x_i[~mask]).double()  # step 2b
+        keep_gram, n_keep = keys_keep.T @ keys_keep, len(keys_keep)
+        labels_keep = labels[~mask]
+        outputs_keep = encode(kae, x_j[~mask]).double() if targets != "nearest_retained" else keys_keep @ K.T
+        values = alternative_outputs(  # step 3
+            targets, K, keys_edit, keys_keep, outputs_keep, labels_keep, num_classes, redirect_to
+        )
     t1 = time.perf_counter()
-    K_after, info = emmet(K, keys_edit.T, values.T, keys_keep.T, mu=mu, lam=lam, form=form)  # step 4
+    K_after, info = emmet(  # step 4
+        K, keys_edit.T, values.T, None, mu=mu, lam=lam, form=form, preserve_gram=keep_gram, n_preserve=n_keep
+    )
     t2 = time.perf_counter()
-    return OperatorEdit(K, K_after, info, t2 - t0, t2 - t1, exclusive_energy(keys_edit, keys_keep))
+    return OperatorEdit(K, K_after, info, t2 - t0, t2 - t1, exclusive_energy(keys_edit, keep_gram=keep_gram))
 
 
 def spectral_radius(K: torch.Tensor) -> float:
