@@ -34,7 +34,15 @@ from kaelab.models import Classifier
 from kaelab.models.classifier import CKPT_KEY
 from kaelab.models.factory import net_identity
 from kaelab.models.trajectory import Trajectory
-from kaelab.training import build_trainer, csv_history, log_final_metrics, log_hyperparams, restore_csv_history
+from kaelab.training import (
+    adopt_worker_csv,
+    build_trainer,
+    csv_history,
+    fit_progress,
+    log_final_metrics,
+    log_hyperparams,
+    restore_csv_history,
+)
 
 log = logging.getLogger(__name__)
 
@@ -207,10 +215,20 @@ def fit_classifier(
         raise KeyboardInterrupt
     # the fit's last logged values (trainer.test resets callback_metrics)
     fit_metrics = {k: trainer.callback_metrics[k].item() for k in FIT_KEYS if k in trainer.callback_metrics}
-    trainer.test(module, datamodule=dm, verbose=False)
+    adopt_worker_csv(trainer)
+    test_trainer = trainer
+    if trainer.world_size > 1:  # DDP's sampler pads and splits the test set: test once, in this process
+        test_trainer = L.Trainer(
+            accelerator=cfg.trainer.accelerator,
+            devices=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+        )
+    test_trainer.test(module, datamodule=dm, verbose=False)
     metrics: dict[str, Any] = {**module.test_results, **fit_metrics, "train/time_s": train_time}
-    metrics["train/epochs"] = trainer.current_epoch
-    metrics["train/steps"] = trainer.global_step
+    metrics["train/epochs"], metrics["train/steps"] = fit_progress(trainer)
     log_final_metrics(trainer, metrics)
     return module, dm, trainer, metrics
 
@@ -223,6 +241,11 @@ def train_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     or DMD stage with the same data + model config reuses it instead of training again.
     """
     callbacks = []
+    if cfg.dmd is not None and "spawn" in str(cfg.trainer.strategy):
+        raise ConfigError(
+            "+dmd on a training run needs a single-process trainer (the DMD study runs in on_fit_end, "
+            "inside the DDP workers): train with trainer=ddp, then run task=dmd on the cached model"
+        )
     if cfg.dmd is not None:  # `+dmd=...` on a training run: the DMD study runs when the fit ends
         from kaelab.dmd.callback import DMDReplacement
 
@@ -315,7 +338,10 @@ def trainer_key_settings(cfg: DictConfig) -> list[Any]:
     """Trainer settings that change what gets trained (a fast_dev_run model must not pass for a
     real one); part of the cache key of every trained artifact."""
     tc = cfg.trainer
-    return [tc.precision, tc.fast_dev_run, tc.limit_train_batches, tc.gradient_clip_val]
+    settings = [tc.precision, tc.fast_dev_run, tc.limit_train_batches, tc.gradient_clip_val]
+    if "ddp" in str(tc.strategy) or tc.num_nodes != 1:  # several processes: a larger global batch
+        settings.append({"strategy": tc.strategy, "devices": tc.devices, "num_nodes": tc.num_nodes})
+    return settings
 
 
 def base_model(cfg: DictConfig, work_dir: Path, extra_callbacks: Sequence[Callback] = ()) -> BaseModel:

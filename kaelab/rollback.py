@@ -25,6 +25,7 @@ import logging
 import math
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 
 from kaelab.errors import ConfigError
@@ -89,6 +90,8 @@ class SpikeRollback(Callback):
                 for group in opt.param_groups:
                     group["lr"] *= self.lr_scale
         self.rollbacks.append({"epoch": trainer.current_epoch, "value": value, "best": self.best, "lr_scale": scale})
+        # also where a DDP-spawn worker's results reach the launching process (kaelab.training.FitProgress)
+        trainer.callback_metrics["kaelab/rollbacks"] = torch.tensor(len(self.rollbacks))
         log.warning(
             "%s spiked to %.3g at epoch %d (best %.3g): rolled back to the previous epoch's weights and "
             "optimiser state, learning rate now x%g",

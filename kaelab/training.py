@@ -146,6 +146,24 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{sec:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
+class FitProgress(Callback):
+    """Puts the fit's epoch and step counts in the callback metrics when training ends: the one
+    place a DDP-spawn worker's results travel back to the launching process (whose own trainer
+    never stepped); ``fit_progress`` reads them."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        trainer.callback_metrics["kaelab/epochs"] = torch.tensor(trainer.current_epoch)
+        trainer.callback_metrics["kaelab/steps"] = torch.tensor(trainer.global_step)
+
+
+def fit_progress(trainer: L.Trainer) -> tuple[int, int]:
+    """(epochs, optimizer steps) of the trainer's fit, also after a multi-process fit."""
+    cm = trainer.callback_metrics
+    if trainer.world_size > 1 and "kaelab/steps" in cm:
+        return int(cm["kaelab/epochs"]), int(cm["kaelab/steps"])
+    return trainer.current_epoch, trainer.global_step
+
+
 class FlushLogs(Callback):
     """Write the loggers' buffered rows to disk when an epoch starts and when a checkpoint is
     saved, so that the log on disk covers every epoch a resume will not repeat."""
@@ -191,6 +209,17 @@ def restore_csv_history(trainer: L.Trainer, history: tuple[list[str], list[dict[
             writer.metrics_keys = sorted(header)
 
 
+def adopt_worker_csv(trainer: L.Trainer) -> None:
+    """After a multi-process (DDP spawn) fit, rank 0's worker wrote the CSV log; make this process's
+    CSV writer continue that file (its header), not clash with it, when the stage logs its final metrics."""
+    if trainer.world_size <= 1:
+        return
+    for lg in trainer.loggers:
+        if isinstance(lg, CSVLogger) and Path(lg.experiment.metrics_file_path).is_file():
+            with open(lg.experiment.metrics_file_path, newline="") as f:
+                lg.experiment.metrics_keys = list(csv.DictReader(f).fieldnames or [])
+
+
 def configure_runtime(cfg: DictConfig) -> None:
     """Thread count, and one copy of Lightning's log lines (Hydra's root handler prints them)."""
     if cfg.trainer.num_threads:
@@ -228,7 +257,7 @@ def build_trainer(
     tc.pop("num_threads", None)
     tc = {k: v for k, v in tc.items() if v is not None}
     loggers = build_loggers(cfg, out_dir, run_name or cfg.name)
-    callbacks = build_callbacks(cfg, out_dir / "checkpoints", bool(loggers)) + list(extra_callbacks)
+    callbacks = build_callbacks(cfg, out_dir / "checkpoints", bool(loggers)) + list(extra_callbacks) + [FitProgress()]
     return L.Trainer(
         **tc,
         max_epochs=max_epochs,

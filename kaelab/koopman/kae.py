@@ -173,8 +173,9 @@ class KoopmanAutoencoder(L.LightningModule):
         x_i, x_j, *rest = batch
         terms = self.loss_terms(x_i, x_j, blocks=rest[0] if rest and self.path_lambda > 0 else None)
         loss = self.total_loss(terms)
-        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=False, on_epoch=True)
-        self.log_dict({f"{stage}/loss_{t}": v for t, v in terms.items()}, on_step=False, on_epoch=True)
+        # sync_dist: under DDP every rank sees the same epoch losses (kaelab.rollback decides on them)
+        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
+        self.log_dict({f"{stage}/loss_{t}": v for t, v in terms.items()}, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -187,7 +188,7 @@ class KoopmanAutoencoder(L.LightningModule):
         """Log the global gradient norm (epoch mean, before clipping) and clip it to ``grad_clip``."""
         max_norm = self.hparams.get("grad_clip") or float("inf")
         norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
-        self.log("train/grad_norm", norm, on_step=False, on_epoch=True)
+        self.log("train/grad_norm", norm, on_step=False, on_epoch=True, sync_dist=True)
 
     def configure_optimizers(self):
         # AdamW over all parameters, G included (as the reference's AdamW(model.parameters())).

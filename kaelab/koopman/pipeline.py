@@ -32,7 +32,14 @@ from kaelab.koopman.surrogate import evaluate_surrogate, mean_loss_terms
 from kaelab.metrics import write_metrics
 from kaelab.models import build_net, stage_names
 from kaelab.rollback import SpikeRollback
-from kaelab.training import build_loggers, build_trainer, log_hyperparams, log_metrics_to
+from kaelab.training import (
+    adopt_worker_csv,
+    build_loggers,
+    build_trainer,
+    fit_progress,
+    log_hyperparams,
+    log_metrics_to,
+)
 
 log = logging.getLogger(__name__)
 
@@ -218,13 +225,16 @@ def cached_kae(cfg: DictConfig, base: BaseModel, data: Representations, src: str
         train_time = time.perf_counter() - t0
         if trainer.interrupted:
             raise KeyboardInterrupt
+        adopt_worker_csv(trainer)
         save_file({k: v.contiguous() for k, v in kae.state_dict().items()}, str(tmp / "kae.safetensors"))
         (tmp / "kae.json").write_text(json.dumps({**kwargs, "q": kc.q}, indent=2))
         save_file(prep.state_dict(), str(tmp / "preprocessor.safetensors"))
-        train_metrics = {"kae/train_time_s": train_time, "kae/steps": trainer.global_step}
+        train_metrics = {"kae/train_time_s": train_time, "kae/steps": fit_progress(trainer)[1]}
         if guard:
-            train_metrics["kae/rollbacks"] = len(guard[0].rollbacks)
-            train_metrics["kae/rollback_epochs"] = [r["epoch"] for r in guard[0].rollbacks]
+            rollbacks = int(trainer.callback_metrics.get("kaelab/rollbacks", 0))  # also from DDP workers
+            train_metrics["kae/rollbacks"] = rollbacks
+            if rollbacks == len(guard[0].rollbacks):  # in this process: which epochs
+                train_metrics["kae/rollback_epochs"] = [r["epoch"] for r in guard[0].rollbacks]
         write_metrics(tmp / "metrics.json", train_metrics)
 
     manifest = {"base_model": base.key, "source": src, "target": tgt, "splits": sizes}

@@ -90,7 +90,7 @@ class Classifier(L.LightningModule):
         x, y = batch
         logits = self.net(x)
         self.val_acc(logits, y)
-        self.log("val/loss", nn.functional.cross_entropy(logits, y))
+        self.log("val/loss", nn.functional.cross_entropy(logits, y), sync_dist=True)  # mean over DDP ranks
         self.log("val/acc", self.val_acc, prog_bar=True)
 
     def test_step(self, batch, batch_idx):
