@@ -116,6 +116,10 @@ class DMDReplacement(Callback):
         super().__init__()
         self.trajectory_spec = trajectory
         self.cfg = as_dmd_config(cfg)
+        if self.cfg.get("estimator") is not None:  # a bad _target_ fails here, before any work
+            from kaelab.instantiate import check_target
+
+            check_target(self.cfg.estimator, "dmd.estimator", svd_rank=1)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.cache_dir, self.cache_key = cache_dir, cache_key
         self.metrics: dict[str, Any] = {}
@@ -202,6 +206,7 @@ class DMDReplacement(Callback):
                 "dmd/spectral_radius": row["spectral_radius"],
                 "dmd/test_state_rel_err": row["test_state_rel_err"],
                 "dmd/rollout": cfg.rollout,
+                "dmd/estimator": (cfg.estimator or {}).get("_target_", "kaelab projected DMD"),
                 "dmd/grid_points": len(results),
             }
         )

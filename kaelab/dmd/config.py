@@ -9,7 +9,7 @@ window) and the operator carries the remaining ``b - a - h`` transitions ("layer
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 
 @dataclass
@@ -64,6 +64,10 @@ class DMDConfig:
     # replaced span [a, b] as state indices (negative counts from the end); null = the whole trajectory
     span: Optional[list[int]] = None
     tikhonov: Optional[float] = None  # PyDMD's tikhonov_regularization of the reduced operator
+    # another estimator as a _target_ config (conf/dmd/estimator/: fbdmd, tlsdmd; built with
+    # svd_rank=the resolved rank and fitted on the same per-sample delay pairs); None: kaelab's
+    # projected DMD (PyDMD's DMDOperator without DMD.fit's extra SVDs)
+    estimator: Optional[Any] = None
     rollout: str = "reduced"  # reduced: iterate the r x r operator | shift: exact window shift, predict newest
     n_fit: int = 5000  # training samples whose trajectories fit the DMD (random subset; 0 = all)
     fit_seed: int = "${seed}"  # type: ignore[assignment]

@@ -18,7 +18,9 @@ the hybrid network composes the steps of its span once into one ``[(h+1)D, D]`` 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -162,6 +164,35 @@ def resolve_rank(rank: int, singular_values: np.ndarray) -> int:
     return numerical if rank == -1 else min(rank, numerical)
 
 
+def estimator_operator(estimator: Any, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(U, A~, eigenvalues) of a PyDMD-style estimator fitted on snapshot pairs (columns X -> Y).
+
+    Any estimator whose ``fit(X, Y)`` fits the pairs and then exposes its projection basis
+    (``_svd_modes``, as PyDMD's ``DMD``) and reduced operator (``operator``, a DMDOperator) works,
+    e.g. ``pydmd.DMD`` with ``tlsq_rank`` (total-least-squares DMD, debiased for noise in X).
+    Not offered: PyDMD's ``FbDMD``, whose reduced operator multiplies the forward operator (in X's
+    POD basis) by the inverse of the backward one (in Y's basis); on kaelab's pairs the two bases
+    differ and it misses even a noiseless 4-d linear system by 0.04 (tests/test_dmd_estimator.py's
+    system). Estimators that fit one time series (BOPDMD's ``fit(X, t)``, CDMD, RDMD) cannot take
+    kaelab's per-sample pairs without pairing across samples.
+    """
+    name = type(estimator).__name__
+    if not callable(getattr(estimator, "fit", None)):
+        raise ConfigError(f"dmd.estimator: {name} has no fit(X, Y)")
+    try:
+        estimator.fit(X, Y)
+    except Exception as err:  # e.g. an estimator whose fit takes (X, t), not snapshot pairs
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"dmd.estimator: {name}.fit(X, Y) on snapshot pairs failed ({first})") from None
+    U, op = getattr(estimator, "_svd_modes", None), getattr(estimator, "operator", None)
+    if U is None or op is None or not hasattr(op, "as_numpy_array"):
+        raise ConfigError(
+            f"dmd.estimator: {name} exposes no projection basis and reduced operator after fit(X, Y) "
+            "(kaelab needs a snapshot-pair estimator like pydmd.DMD or pydmd.FbDMD)"
+        )
+    return np.asarray(U), np.asarray(op.as_numpy_array), np.asarray(op.eigenvalues)
+
+
 def fit_delay_dmd(
     S: torch.Tensor,
     h: int,
@@ -169,16 +200,33 @@ def fit_delay_dmd(
     dtype: torch.dtype = torch.float32,
     tikhonov: float | None = None,
     svals: np.ndarray | None = None,
+    estimator: Mapping[str, Any] | None = None,
 ) -> DMDFit:
     """Fit DMD on paired delay snapshots of trajectories ``S = [N, T + 1, D]`` (float64 numerics).
 
     ``svals``: the singular values of the snapshot matrix X if already known (``singular_values``).
+    ``estimator``: a ``_target_`` config of another estimator (``estimator_operator``), built with
+    ``svd_rank`` set to the resolved rank (and ``tlsq_rank: -1`` to it too); None: kaelab's
+    projected DMD below.
     """
     t0 = time.perf_counter()
     X, Y = paired_snapshots(S.double(), h)
     svals = singular_values(X) if svals is None else svals
     r = resolve_rank(rank, svals)
     Xn, Yn = X.T.contiguous().numpy(), Y.T.contiguous().numpy()  # PyDMD: one snapshot per column
+    if estimator is not None:
+        from kaelab.instantiate import instantiate
+
+        extra = {"svd_rank": r}
+        if estimator.get("tlsq_rank") == -1:  # TLS-DMD at the rank of the fit (as dmd.rank=-1)
+            extra["tlsq_rank"] = r
+        est = instantiate(estimator, "dmd.estimator", **extra)
+        with _blas_threads(torch.get_num_threads()):
+            U, Atilde, eigs = estimator_operator(est, Xn, Yn)
+        op = DelayOperator(
+            torch.from_numpy(np.real(U)).to(dtype), torch.from_numpy(np.real(Atilde)).to(dtype), h, S.shape[-1], eigs
+        )
+        return DMDFit(op, time.perf_counter() - t0, svals, n_pairs=X.shape[0])
     # PyDMD's DMDOperator is the part of DMD.fit that computes the operator: the truncated SVD of X
     # and A~ = U^T Y V S^-1 with its eigenvalues. Used directly, it skips what DMD.fit adds around
     # it and the operator never uses: Snapshots' np.linalg.cond warnings (three more full SVDs, 90%

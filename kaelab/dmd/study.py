@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from kaelab.dmd.delay import check_delay, pad_states, paired_snapshots
@@ -101,6 +102,14 @@ def grid_points(cfg: Any, n_states: int) -> tuple[GridPoint, list[GridPoint]]:
     return main, points
 
 
+def estimator_config(cfg: Any) -> dict | None:
+    """``dmd.estimator`` as a plain dict (None: kaelab's projected DMD)."""
+    est = cfg.get("estimator")
+    if est is None:
+        return None
+    return OmegaConf.to_container(est, resolve=True) if isinstance(est, DictConfig) else dict(est)
+
+
 def evaluate_point(
     traj: Trajectory,
     S_train: torch.Tensor,
@@ -113,7 +122,7 @@ def evaluate_point(
     a, b = point.span
     width = max(traj.widths[a : b + 1])
     S = S_train[:, a : b + 1, :width]
-    fit = fit_delay_dmd(S, point.h, point.rank, DTYPES[cfg.dtype], cfg.tikhonov, svals)
+    fit = fit_delay_dmd(S, point.h, point.rank, DTYPES[cfg.dtype], cfg.tikhonov, svals, estimator_config(cfg))
     hybrid = HybridNet(traj, fit.operator, point.span, cfg.rollout).eval()
     row: dict[str, Any] = {
         "h": point.h,
