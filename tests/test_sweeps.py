@@ -123,3 +123,35 @@ def test_submitit_local_executor_runs_the_sweep(tmp_path):
     assert (summary["n_ok"], summary["n_failed"]) == (2, 0)
     assert len(list((sweep / ".submitit").rglob("*_result.pkl"))) == 2  # submitit ran both jobs
     assert "| 2 |" in (sweep / "aggregate.md").read_text()  # one row, n = 2 seeds
+
+
+def test_ray_launcher_runs_a_sweep_on_a_local_ray_instance(tmp_path):
+    """hydra/launcher=ray (hydra-ray-launcher) for real: a local Ray instance runs 2 seeds x 2
+    lambdas, one lambda invalid; the valid jobs share one base model, the failures are listed and the
+    sweep exits 2, as with every launcher."""
+    args = ["-m", "hydra/launcher=ray", "seed=0,1", "kae.lambdas.iso=0,-1", *TINY_KAE]
+    proc = run_cli(args, tmp_path, timeout=900)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Ray Launcher is launching 4 jobs" in proc.stderr + proc.stdout
+    sweep = next((tmp_path / "multirun" / "yinyang_kae").iterdir())
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert (summary["n_ok"], summary["n_failed"], summary["n_missing"]) == (2, 2, 0)
+    assert {f["overrides"]["kae.lambdas.iso"] for f in summary["failed"]} == {"-1"}
+    assert summary["artifact_builds"]["base_model"] == 1
+    for job in ("0", "2"):
+        assert json.loads((sweep / job / "metrics.json").read_text())["kae/test_acc"] > 0
+
+
+def test_ray_launcher_configs_for_gpus_and_clusters_compose(tmp_path):
+    from hydra import compose, initialize_config_module
+
+    overrides = [
+        "hydra/launcher=ray",
+        "+hydra.launcher.ray.remote.num_gpus=1",  # one GPU per job: Ray sets CUDA_VISIBLE_DEVICES
+        "hydra.launcher.ray.init.address=ray://head:10001",  # an existing cluster
+    ]
+    with initialize_config_module(version_base="1.3", config_module="kaelab.conf"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
+    assert launcher.ray.remote.num_gpus == 1 and launcher.ray.init.address == "ray://head:10001"
