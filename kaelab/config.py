@@ -121,6 +121,9 @@ class LoggerConfig:
     csv: bool = True
     tensorboard: bool = False
     wandb: Optional[WandbConfig] = None
+    # more loggers, by name, each a _target_ config (conf/logger/extra/*.yaml, +logger/extra=NAME);
+    # one whose class takes save_dir gets the stage's log dir unless it sets its own
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -130,6 +133,9 @@ class CallbacksConfig:
     progress_bar: str = "tqdm"  # tqdm | rich | none
     progress_refresh_rate: int = 10
     lr_monitor: bool = True
+    # more callbacks, by name, each a _target_ config (conf/callbacks/extra/*.yaml,
+    # +callbacks/extra=NAME), e.g. EarlyStopping; added to every stage's Trainer
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -247,6 +253,11 @@ def check_schema(cfg: Any, path: str = "") -> None:
             check_schema(cfg._get_node(idx), f"{path}{idx}.")
 
 
+def logger_needs_dir(node: Any, takes_argument) -> bool:
+    """An extra logger gets the stage's log dir as ``save_dir`` if it takes one and sets none."""
+    return node.get("save_dir") is None and takes_argument(node, "save_dir")
+
+
 def check_values(cfg: DictConfig) -> None:
     """Reject values that are well-typed but invalid, before any work starts (one-line ConfigError)."""
 
@@ -261,6 +272,14 @@ def check_values(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and not low <= value < high:
             raise ConfigError(f"{key}={value} must be in [{low}, {high})")
+
+    from kaelab.instantiate import check_target, takes_argument
+
+    for group in ("callbacks", "logger"):  # a bad _target_ or argument fails here, before any work
+        for name, node in (OmegaConf.select(cfg, f"{group}.extra", default=None) or {}).items():
+            if node is not None:
+                given = {"save_dir": "."} if group == "logger" and logger_needs_dir(node, takes_argument) else {}
+                check_target(node, f"{group}.extra.{name}", **given)
 
     task = cfg.task
     metric = OmegaConf.select(cfg, "optimized_metric", default=None)

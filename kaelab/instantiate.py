@@ -29,6 +29,15 @@ def _as_dict(node: Any) -> dict[str, Any]:
     raise ConfigError(f"expected a config with a _target_, got {type(node).__name__}")
 
 
+def takes_argument(node: Any, name: str) -> bool:
+    """Whether ``node._target_`` (importable, with a signature) takes an argument ``name``."""
+    try:
+        params = inspect.signature(get_object(_as_dict(node)["_target_"])).parameters
+    except Exception:  # not importable or no signature: check_target reports it
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 def check_target(node: Any, key: str, **extra: Any) -> Any:
     """The callable named by ``node._target_``, after checking that ``node``'s arguments (plus
     ``extra``, given at build time) fit its signature; one-line ConfigError naming ``key`` if not."""

@@ -26,8 +26,10 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from kaelab.config import logger_needs_dir
 from kaelab.dashboards import wandb_enabled
 from kaelab.errors import ConfigError
+from kaelab.instantiate import instantiate, takes_argument
 from kaelab.metrics import scalars
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,11 @@ def build_loggers(cfg: DictConfig, save_dir: Path, run_name: str) -> list[Logger
                 log_model=w.log_model,
             )
         )
+    for name, node in (lc.get("extra") or {}).items():
+        if node is None:
+            continue
+        given = {"save_dir": str(save_dir)} if logger_needs_dir(node, takes_argument) else {}
+        loggers.append(instantiate(node, f"logger.extra.{name}", **given))
     return loggers
 
 
@@ -85,6 +92,9 @@ def build_callbacks(cfg: DictConfig, ckpt_dir: Path, has_logger: bool) -> list[C
         cbs.append(LearningRateMonitor(logging_interval="step"))
     if has_logger:
         cbs.append(FlushLogs())
+    for name, node in (cc.get("extra") or {}).items():
+        if node is not None:
+            cbs.append(instantiate(node, f"callbacks.extra.{name}"))
     return cbs
 
 

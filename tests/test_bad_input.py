@@ -118,6 +118,17 @@ CASES = [
     ),
     ("optimizer-not-partial", [*YY, "+model.optimizer={_target_:torch.optim.AdamW}"], "model.optimizer"),
     (
+        "callback-target-unknown",
+        [*YY, "+callbacks.extra.stop={_target_:lightning.pytorch.callbacks.EarlyStoping}"],
+        "callbacks.extra.stop._target_",
+    ),
+    (
+        "logger-target-bad-argument",
+        [*YY, "+logger.extra.second={_target_:lightning.pytorch.loggers.CSVLogger,nme:x}"],
+        "logger.extra.second.nme",
+    ),
+    ("dmd-estimator-unknown", ["+experiment=yinyang_dmd", "+dmd.estimator={_target_:pydmd.NoDMD}"], "dmd.estimator"),
+    (
         "trajectory-unknown-module",
         [*KAE, "model.trajectory={stages:[input_layer,blockz.*],head:head}"],
         "model.trajectory.stages",
