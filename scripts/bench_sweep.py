@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Wall time of one small Yin-Yang KAE sweep (2 lambdas x 2 seeds) run sequentially (Hydra's basic
-launcher, all cores for each job) and in parallel (``hydra/launcher=slots``: one job per CPU slot,
-cores // slots threads each) -> outputs/bench/sweep.json. Each run starts from an empty cache, so
-each trains the base model once.
+launcher, all cores for each job), in parallel (``hydra/launcher=slots``: one job per CPU slot,
+cores // slots threads each) and through a local Ray instance (``hydra/launcher=ray``: one CPU per
+task) -> outputs/bench/sweep.json, with whether each parallel table equals the sequential one.
+Each run starts from an empty cache, so each trains the base model once.
 
     python scripts/bench_sweep.py [--epochs 20 --kae-epochs 100] [--out outputs/bench/sweep.json]
 """
@@ -54,12 +55,16 @@ def main() -> None:
         out["sequential"] = run_sweep([], cores, extra, Path(tmp) / "seq")
         out["parallel"] = run_sweep(["hydra/launcher=slots", f"hydra.launcher.n_jobs={cores}"], None, extra,
                                     Path(tmp) / "par")  # fmt: skip
+        out["ray"] = run_sweep(["hydra/launcher=ray"], None, extra, Path(tmp) / "ray")
+    body = {k: out[k]["table"].split("\n", 1)[1] for k in ("sequential", "parallel", "ray")}
     out["speedup"] = out["sequential"]["wall_s"] / out["parallel"]["wall_s"]
-    out["same_table"] = out["sequential"]["table"].split("\n", 1)[1] == out["parallel"]["table"].split("\n", 1)[1]
+    out["speedup_ray"] = out["sequential"]["wall_s"] / out["ray"]["wall_s"]
+    out["same_table"] = body["sequential"] == body["parallel"]
+    out["same_table_ray"] = body["sequential"] == body["ray"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
     print(json.dumps({k: v for k, v in out.items() if k not in ("sequential", "parallel")}, indent=2))
-    for k in ("sequential", "parallel"):
+    for k in ("sequential", "parallel", "ray"):
         print(k, f"{out[k]['wall_s']:.1f} s", out[k]["artifact_builds"])
         print(out[k]["table"])
 
