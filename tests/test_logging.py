@@ -66,7 +66,7 @@ def test_gpu_slot_per_multirun_job(monkeypatch):
 
 def test_gpu_configs_compose(tmp_path):
     cfg = compose_cfg(["+experiment=mnist_kae", "trainer=ddp"], tmp_path)
-    assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.strategy) == ("gpu", -1, "ddp")
+    assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.strategy) == ("gpu", -1, "ddp_spawn")
     assert compose_cfg(["trainer=gpu"], tmp_path).trainer.accelerator == "gpu"
 
 
