@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 BLOCK = 32768
@@ -44,8 +45,25 @@ def _key(item) -> str:
     return item.key or "/".join(item.nested_key)
 
 
-def read_offline_run(run_dir: Path) -> dict:
-    """{"run": run record, "config": {...}, "history": [rows], "summary": {...}, "exit_code": int}."""
+def read_offline_run(run_dir: Path, timeout: float = 60.0) -> dict:
+    """{"run": run record, "config": {...}, "history": [rows], "summary": {...}, "exit_code": int}.
+
+    wandb-core (a separate process) may still be writing the log when the run's process has
+    returned from ``finish()`` (seen on a loaded machine): read until the exit record is there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            out = _read_once(run_dir)
+        except Exception:  # a record cut off mid-write
+            if time.monotonic() > deadline:
+                raise
+            out = {"run": None, "exit_code": None}
+        if out["exit_code"] is not None and out["run"] is not None or time.monotonic() > deadline:
+            return out
+        time.sleep(0.5)
+
+
+def _read_once(run_dir: Path) -> dict:
     (log_file,) = Path(run_dir).glob("run-*.wandb")
     out: dict = {"run": None, "config": {}, "history": [], "summary": {}, "exit_code": None}
     for r in records(log_file):
