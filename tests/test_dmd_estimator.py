@@ -45,3 +45,16 @@ def test_an_estimator_that_cannot_fit_pairs_is_a_config_error(estimator, match):
     S, _ = linear_system(n=20, steps=4, dim=3)
     with pytest.raises(ConfigError, match=match):
         fit_delay_dmd(S, h=0, rank=-1, estimator=estimator)
+
+
+def test_kaelabs_tls_projection_is_pydmds_without_the_n_by_n_projector():
+    from pydmd.utils import compute_tlsq
+
+    from kaelab.dmd.operator import tls_project
+
+    g = np.random.default_rng(0)
+    X, Y = g.normal(size=(6, 300)), g.normal(size=(6, 300))
+    for rank in (2, 6, 12, 20):
+        ours, theirs = tls_project(X, Y, rank), compute_tlsq(X, Y, rank)
+        np.testing.assert_allclose(ours[0], theirs[0], atol=1e-10)
+        np.testing.assert_allclose(ours[1], theirs[1], atol=1e-10)

@@ -167,6 +167,18 @@ def resolve_rank(rank: int, singular_values: np.ndarray) -> int:
     return numerical if rank == -1 else min(rank, numerical)
 
 
+def tls_project(X: np.ndarray, Y: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Total-least-squares denoising of snapshot pairs (columns X -> Y): both projected onto the
+    leading ``rank`` right singular vectors V_r of [X; Y], as PyDMD's ``compute_tlsq``.
+
+    Hand-written because PyDMD forms the N x N projector V_r^T V_r, N the number of pairs: 20 GB
+    for Yin-Yang's 50,000 delay pairs (the process was killed for memory). (X V_r^T) V_r gives the
+    same matrices in O((F + r) N) memory (``tests/test_dmd_estimator.py`` compares the two).
+    """
+    Vt = np.linalg.svd(np.vstack([X, Y]), full_matrices=False)[2][: min(rank, X.shape[0] + Y.shape[0])]
+    return (X @ Vt.conj().T) @ Vt, (Y @ Vt.conj().T) @ Vt
+
+
 def estimator_operator(estimator: Any, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(U, A~, eigenvalues) of a PyDMD-style estimator fitted on snapshot pairs (columns X -> Y).
 
@@ -221,8 +233,9 @@ def fit_delay_dmd(
         from kaelab.instantiate import instantiate
 
         extra = {"svd_rank": r}
-        if estimator.get("tlsq_rank") == -1:  # TLS-DMD at the rank of the fit (as dmd.rank=-1)
-            extra["tlsq_rank"] = r
+        tlsq = int(estimator.get("tlsq_rank") or 0)
+        if tlsq == -1:  # TLS-DMD at the rank of the fit (as dmd.rank=-1)
+            tlsq = r
             if r >= int((svals > svals[0] * RANK_RTOL).sum()):
                 log.warning(
                     "dmd.estimator: total-least-squares DMD at the full numerical rank (%d) of the delay "
@@ -230,8 +243,12 @@ def fit_delay_dmd(
                     "0.99 at rank 256); a dmd.rank below it is safer",
                     r,
                 )
+        if tlsq:  # kaelab projects (tls_project), the estimator fits the projected pairs
+            extra["tlsq_rank"] = 0
         est = instantiate(estimator, "dmd.estimator", **extra)
         with _blas_threads(torch.get_num_threads()):
+            if tlsq:
+                Xn, Yn = tls_project(Xn, Yn, tlsq)
             U, Atilde, eigs = estimator_operator(est, Xn, Yn)
         op = DelayOperator(
             torch.from_numpy(np.real(U)).to(dtype), torch.from_numpy(np.real(Atilde)).to(dtype), h, S.shape[-1], eigs
