@@ -119,8 +119,10 @@ def linear_train_flops(net: nn.Module, batch: int) -> float:
     return batch * (2 * sum(macs) * 2 + 2 * (sum(macs) - macs[0]))
 
 
-def bench_classifier(name: str, net_cfg: dict, in_dim: int, classes: int, batch: int, steps: int, probe: Probe) -> dict:
-    """Real Lightning training steps vs. the same steps in a bare PyTorch loop."""
+def bench_classifier(
+    name: str, net_cfg: dict, in_dim: int, classes: int, batch: int, steps: int, probe: Probe, fits: int = 5
+) -> dict:
+    """Real Lightning training steps vs. the same steps in a bare PyTorch loop, ``fits`` times."""
     n = batch * steps
     x, y = torch.randn(n, in_dim), torch.randint(0, classes, (n,))
     optim = dict(lr=0.05, momentum=0.9, weight_decay=5e-4, warmup_frac=0.2)
@@ -133,22 +135,22 @@ def bench_classifier(name: str, net_cfg: dict, in_dim: int, classes: int, batch:
         def on_train_epoch_end(self, trainer, *_):
             self.dt = (time.perf_counter() - self.t0) / (trainer.global_step - 5)
 
-    timer = StepTimer()
-    module = Classifier(net_cfg, optim, classes)
     dm = InMemoryDataModule({"train": (x, y)}, batch_size=batch)
-    trainer = L.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[timer],
-        limit_val_batches=0,
-    )
-    probe_before = probe.flops()
-    trainer.fit(module, datamodule=dm)
-    probe_after = probe.flops()  # the Lightning fit is one B between two As
-    step_lightning = timer.dt
+
+    def lightning_step_s() -> float:
+        """One real Lightning fit (1 epoch of ``steps`` steps); seconds per step after 5 warm-up steps."""
+        timer = StepTimer()
+        trainer = L.Trainer(
+            max_epochs=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[timer],
+            limit_val_batches=0,
+        )
+        trainer.fit(Classifier(net_cfg, optim, classes), datamodule=dm)
+        return timer.dt
 
     bare = Classifier(net_cfg, optim, classes).net
     opt = torch.optim.SGD(bare.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
@@ -159,20 +161,33 @@ def bench_classifier(name: str, net_cfg: dict, in_dim: int, classes: int, batch:
         nn.functional.cross_entropy(bare(xb), yb).backward()
         opt.step()
 
-    step_bare = timed(bare_step, repeat=max(10, steps // 2))
     flops = linear_train_flops(bare, batch)
-    lightning_ratios = sorted(flops / step_lightning / p for p in (probe_before, probe_after))
+    # pairs of (probe, Lightning fit, bare loop): the fraction of the probe and the framework's share
+    # of a step are medians of per-pair ratios, so one slow moment moves one pair, not the result
+    ratios, overheads, steps_l, steps_b = [], [], [], []
+    for _ in range(fits):
+        probe_flops = probe.flops()
+        dt_l = lightning_step_s()
+        dt_b = timed(bare_step, repeat=max(10, steps // 2))
+        ratios.append(flops / dt_l / probe_flops)
+        overheads.append(max(0.0, (dt_l - dt_b) / dt_l))
+        steps_l.append(dt_l)
+        steps_b.append(dt_b)
+    ratios.sort()
+    overheads.sort()
+    step_lightning, step_bare = statistics.median(steps_l), statistics.median(steps_b)
     out = {
         f"{name}/batch": batch,
         f"{name}/step_s": step_lightning,
         f"{name}/samples_per_s": batch / step_lightning,
         f"{name}/flops": flops / step_lightning,
-        f"{name}/fraction_of_probe": sum(lightning_ratios) / 2,
-        f"{name}/fraction_of_probe_spread": lightning_ratios,
-        f"{name}/fraction_of_probe_pairs": 2,
-        f"{name}/fraction_of_probe_measurement_error": sum(lightning_ratios) / 2 > 1.0,
+        f"{name}/fraction_of_probe": statistics.median(ratios),
+        f"{name}/fraction_of_probe_spread": [ratios[0], ratios[-1]],
+        f"{name}/fraction_of_probe_pairs": len(ratios),
+        f"{name}/fraction_of_probe_measurement_error": statistics.median(ratios) > 1.0,
         f"{name}/bare_torch_step_s": step_bare,
-        f"{name}/framework_overhead": max(0.0, (step_lightning - step_bare) / step_lightning),
+        f"{name}/framework_overhead": statistics.median(overheads),
+        f"{name}/framework_overhead_spread": [overheads[0], overheads[-1]],
     }
     pairs = max(5, steps // 8)
     out.update(interleaved_fraction(f"{name}/bare_torch_", probe, _timed_runs(bare_step, flops, pairs, repeat=4)))

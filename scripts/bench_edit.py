@@ -45,7 +45,7 @@ def reference_emmet(W, K_E, V_E, K0, mu, lam):
     return W + (V_E - W @ K_E) @ torch.linalg.inv(A) @ K_E.T @ C0inv
 
 
-def bench_edit(out: dict, quick: bool = False, probe: float | None = None, repeat: int = 3) -> dict:
+def bench_edit(out: dict, quick: bool = False, probe: float | None = None, repeat: int = 5) -> dict:
     torch.manual_seed(0)
     n, n_cls = (6000, 10) if quick else (55000, 10)
     dim, hidden, p = (64, 80, 64) if quick else (784, 1000, 800)
@@ -85,10 +85,12 @@ def bench_edit(out: dict, quick: bool = False, probe: float | None = None, repea
         times["emmet_ref_s"].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
     res = {f"edit_mnist/{k}": v for k, v in med.items()}
+    # ratios of interleaved timings: the median of per-repeat ratios (one slow moment moves one pair)
+    per_pair = [r / p for r, p in zip(times["emmet_ref_s"], times["emmet_pxp_s"], strict=True)]
     res["edit_mnist/n_edit_keys"] = int(mask.sum())
     res["edit_mnist/n_preserved_keys"] = int((~mask).sum())
     res["edit_mnist/form"] = edit.info.form
-    res["edit_mnist/emmet_speedup_vs_reference"] = med["emmet_ref_s"] / med["emmet_pxp_s"]
+    res["edit_mnist/emmet_speedup_vs_reference"] = statistics.median(per_pair)
     res["edit_mnist/max_abs_diff_vs_reference"] = (W_a.double() - W_b).abs().max().item()
     if "resmlp_mnist/samples_per_s" in out:  # bench.py measured the training throughput in this run
         retrain = 30 * (n - int(mask.sum())) / out["resmlp_mnist/samples_per_s"]
