@@ -253,11 +253,6 @@ def check_schema(cfg: Any, path: str = "") -> None:
             check_schema(cfg._get_node(idx), f"{path}{idx}.")
 
 
-def logger_needs_dir(node: Any, takes_argument) -> bool:
-    """An extra logger gets the stage's log dir as ``save_dir`` if it takes one and sets none."""
-    return node.get("save_dir") is None and takes_argument(node, "save_dir")
-
-
 def check_values(cfg: DictConfig) -> None:
     """Reject values that are well-typed but invalid, before any work starts (one-line ConfigError)."""
 
@@ -273,12 +268,12 @@ def check_values(cfg: DictConfig) -> None:
         if value is not None and not low <= value < high:
             raise ConfigError(f"{key}={value} must be in [{low}, {high})")
 
-    from kaelab.instantiate import check_target, takes_argument
+    from kaelab.instantiate import check_target, logger_needs_dir
 
     for group in ("callbacks", "logger"):  # a bad _target_ or argument fails here, before any work
         for name, node in (OmegaConf.select(cfg, f"{group}.extra", default=None) or {}).items():
             if node is not None:
-                given = {"save_dir": "."} if group == "logger" and logger_needs_dir(node, takes_argument) else {}
+                given = {"save_dir": "."} if group == "logger" and logger_needs_dir(node) else {}
                 check_target(node, f"{group}.extra.{name}", **given)
 
     task = cfg.task

@@ -38,6 +38,12 @@ def takes_argument(node: Any, name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
+def logger_needs_dir(node: Any) -> bool:
+    """An extra logger (``logger.extra``) gets the stage's log dir as ``save_dir`` if it takes one
+    and sets none."""
+    return _as_dict(node).get("save_dir") is None and takes_argument(node, "save_dir")
+
+
 def check_target(node: Any, key: str, **extra: Any) -> Any:
     """The callable named by ``node._target_``, after checking that ``node``'s arguments (plus
     ``extra``, given at build time) fit its signature; one-line ConfigError naming ``key`` if not."""

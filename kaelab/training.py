@@ -26,10 +26,9 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from kaelab.config import logger_needs_dir
 from kaelab.dashboards import wandb_enabled
 from kaelab.errors import ConfigError
-from kaelab.instantiate import instantiate, takes_argument
+from kaelab.instantiate import instantiate, logger_needs_dir
 from kaelab.metrics import scalars
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ def build_loggers(cfg: DictConfig, save_dir: Path, run_name: str) -> list[Logger
     for name, node in (lc.get("extra") or {}).items():
         if node is None:
             continue
-        given = {"save_dir": str(save_dir)} if logger_needs_dir(node, takes_argument) else {}
+        given = {"save_dir": str(save_dir)} if logger_needs_dir(node) else {}
         loggers.append(instantiate(node, f"logger.extra.{name}", **given))
     return loggers
 
