@@ -1,5 +1,6 @@
-"""Sweeps that scale: hydra/launcher=slots (a fresh process per job, its own GPU or CPU share), a
-failing grid point inside a parallel sweep, the sweep's table and sweep_summary.json."""
+"""Sweeps that scale: hydra/launcher=slots (its own GPU or CPU share per job; a fresh process per GPU
+job, one kept worker per CPU slot), a failing grid point and a dying worker inside a parallel sweep,
+the sweep's table and sweep_summary.json."""
 
 import json
 import os
@@ -75,10 +76,10 @@ def test_launcher_configs_compose(tmp_path):
     assert compose_cfg(["+experiment=yinyang_kae"], tmp_path).task == "kae"
 
 
-def test_parallel_sweep_in_fresh_processes_survives_a_failing_point(tmp_path):
+def test_parallel_sweep_on_cpu_slots_survives_a_failing_point(tmp_path):
     """2 seeds x 2 lambdas on 2 CPU slots, one lambda invalid: the other jobs finish on one shared
-    base model, each in its own process with half the cores; the sweep exits 2 and its summary and
-    table list the failures."""
+    base model, each slot's jobs in that slot's one worker process with half the cores; the sweep
+    exits 2 and its summary and table list the failures."""
     args = ["-m", "hydra/launcher=slots", "hydra.launcher.n_jobs=2", "seed=0,1", "kae.lambdas.iso=0,-1", *TINY_KAE]
     proc = run_cli(args, tmp_path, timeout=900)
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -90,13 +91,54 @@ def test_parallel_sweep_in_fresh_processes_survives_a_failing_point(tmp_path):
     assert (summary["n_ok"], summary["n_failed"], summary["n_missing"]) == (2, 2, 0)
     assert {f["overrides"]["kae.lambdas.iso"] for f in summary["failed"]} == {"-1"}
     assert summary["artifact_builds"]["base_model"] == 1  # the jobs shared one base model
-    slots = [json.loads((sweep / j / "slot.json").read_text()) for j in ("0", "2")]
-    assert len({s["pid"] for s in slots}) == 2  # a fresh process per job
+    slots = [json.loads((sweep / j / "slot.json").read_text()) for j in ("0", "1", "2", "3")]
+    pid_of_slot = {s["slot"]: s["pid"] for s in slots}
+    assert len(set(pid_of_slot.values())) == 2  # two workers, one per slot, each reused by its jobs
+    assert all(pid_of_slot[s["slot"]] == s["pid"] for s in slots)
     cores = len(os.sched_getaffinity(0))
     assert all(s["torch_threads"] == max(1, cores // 2) and s["cuda_visible_devices"] == "" for s in slots)
     md = (sweep / "aggregate.md").read_text()
     assert "| 0 | 2 |" in md  # kae.lambdas.iso=0: both seeds, no failure
     assert "| -1 | 0 (2 failed/missing) |" in md and "must be >= 0" in md
+
+
+DIE = '''
+import os
+import lightning as L
+
+
+class DieAt(L.Callback):
+    """Kills its own process (no cleanup, as the OOM killer would) when value == at."""
+
+    def __init__(self, value, at):
+        self.value, self.at = value, at
+
+    def on_train_start(self, trainer, module):
+        if self.value == self.at:
+            os._exit(9)
+'''
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_a_dying_worker_fails_its_job_alone(tmp_path, fresh):
+    """Three jobs on one CPU slot, the second kills its own process: it fails with the reason in
+    its error.txt, the third runs in a new process, and the sweep ends non-zero naming the job
+    (kept workers: a new worker replaces the dead one; fresh_cpu_process=true: a process per job)."""
+    (tmp_path / "dying.py").write_text(DIE)  # importable: python -m puts the working dir on sys.path
+    args = [
+        "-m", "hydra/launcher=slots", "hydra.launcher.n_jobs=1", f"hydra.launcher.fresh_cpu_process={fresh}",
+        "kae.lambdas.iso=0,0.5,1e-3", "+callbacks.extra.die._target_=dying.DieAt",
+        "+callbacks.extra.die.value=${kae.lambdas.iso}", "+callbacks.extra.die.at=0.5", *TINY_KAE,
+    ]  # fmt: skip
+    proc = run_cli(args, tmp_path, timeout=900)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "1 of 3 sweep jobs failed (job 1" in proc.stderr.strip().splitlines()[-1]
+    sweep = next((tmp_path / "multirun" / "yinyang_kae").iterdir())
+    assert "process died" in (sweep / "1" / "error.txt").read_text()
+    pids = [json.loads((sweep / j / "slot.json").read_text())["pid"] for j in ("0", "2")]
+    assert pids[0] != pids[1]  # the dead worker's slot got a new process
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert (summary["n_ok"], summary["n_failed"]) == (2, 1)
 
 
 def test_slurm_config_composes(tmp_path):

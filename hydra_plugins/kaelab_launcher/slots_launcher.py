@@ -1,4 +1,4 @@
-"""``hydra/launcher=slots``: every sweep job in a fresh process with its own GPU or CPU share
+"""``hydra/launcher=slots``: sweep jobs in parallel, each with its own GPU (in a fresh process) or CPU share
 (``kaelab.launcher``)."""
 
 from collections.abc import Sequence
@@ -21,14 +21,24 @@ class SlotsLauncherConf:
     gpus: str = "auto"
     # torch / OpenMP threads per job: None = usable cores // n_jobs
     threads_per_job: Optional[int] = None
+    # CPU slots only: a fresh process for every job too (GPU slots always start one per job); by
+    # default each CPU slot keeps one worker process, which imports torch and Lightning once
+    fresh_cpu_process: bool = False
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="slots_schema", node=SlotsLauncherConf, provider="kaelab")
 
 
 class SlotsLauncher(Launcher):
-    def __init__(self, n_jobs: Optional[int] = None, gpus: str = "auto", threads_per_job: Optional[int] = None):
+    def __init__(
+        self,
+        n_jobs: Optional[int] = None,
+        gpus: str = "auto",
+        threads_per_job: Optional[int] = None,
+        fresh_cpu_process: bool = False,
+    ):
         self.n_jobs, self.gpus, self.threads_per_job = n_jobs, gpus, threads_per_job
+        self.fresh_cpu_process = fresh_cpu_process
         self.config: Optional[DictConfig] = None
         self.task_function: Optional[TaskFunction] = None
         self.hydra_context: Optional[HydraContext] = None

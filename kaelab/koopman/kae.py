@@ -28,6 +28,7 @@ from torch.nn.functional import mse_loss
 
 from kaelab.errors import ConfigError
 from kaelab.koopman.operator import KoopmanOperator
+from kaelab.metrics import EpochMeans, last_train_batch
 from kaelab.schedules import triangular_lr
 
 LOSS_TERMS = ("recon", "linear", "state", "iso")
@@ -106,6 +107,7 @@ class KoopmanAutoencoder(L.LightningModule):
         self.encoder = mlp(dims, negative_slope)
         self.decoder = mlp(dims[::-1], negative_slope)
         self.koopman = KoopmanOperator(latent_dim, k, g_init)
+        self._train_means, self._grad_norms = EpochMeans(), EpochMeans()
 
     # ------------------------------------------------------------------------------- inference
     def forward(self, x_i: torch.Tensor) -> torch.Tensor:
@@ -173,13 +175,29 @@ class KoopmanAutoencoder(L.LightningModule):
         x_i, x_j, *rest = batch
         terms = self.loss_terms(x_i, x_j, blocks=rest[0] if rest and self.path_lambda > 0 else None)
         loss = self.total_loss(terms)
-        # sync_dist: under DDP every rank sees the same epoch losses (kaelab.rollback decides on them)
-        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
-        self.log_dict({f"{stage}/loss_{t}": v for t, v in terms.items()}, on_step=False, on_epoch=True, sync_dist=True)
+        values = {f"{stage}/loss": loss, **{f"{stage}/loss_{t}": v for t, v in terms.items()}}
+        if stage == "train":  # accumulated here, logged once at the epoch's last batch
+            self._train_means.add(values, len(x_i))
+        else:
+            self._log_epoch(values, len(x_i))
         return loss
+
+    def _log_epoch(self, values: dict[str, torch.Tensor], batch_size: int) -> None:
+        """Epoch values; each stage's total loss is also shown in the progress line. sync_dist: under
+        DDP every rank sees the same epoch losses (kaelab.rollback decides on them)."""
+        for key, value in values.items():
+            self.log(key, value, prog_bar=key.endswith("/loss"), on_step=False, on_epoch=True, sync_dist=True,
+                     batch_size=batch_size)  # fmt: skip
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if last_train_batch(self._trainer, batch_idx):
+            self._log_epoch({**self._train_means.pop(), **self._grad_norms.pop()}, batch_size=1)
+
+    def on_train_epoch_start(self) -> None:
+        self._train_means.pop(), self._grad_norms.pop()  # nothing from an epoch cut short carries over
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")
@@ -188,7 +206,7 @@ class KoopmanAutoencoder(L.LightningModule):
         """Log the global gradient norm (epoch mean, before clipping) and clip it to ``grad_clip``."""
         max_norm = self.hparams.get("grad_clip") or float("inf")
         norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
-        self.log("train/grad_norm", norm, on_step=False, on_epoch=True, sync_dist=True)
+        self._grad_norms.add({"train/grad_norm": norm}, 1)
 
     def configure_optimizers(self):
         # AdamW over all parameters, G included (as the reference's AdamW(model.parameters())).
