@@ -146,31 +146,6 @@ def bench_classifier(
     x, y = torch.randn(n, in_dim), torch.randint(0, classes, (n,))
     optim = dict(lr=0.05, momentum=0.9, weight_decay=5e-4, warmup_frac=0.2)
 
-    class StepTimer(L.Callback):
-        def on_train_batch_start(self, trainer, *_):
-            if trainer.global_step == 5:
-                self.t0 = time.perf_counter()
-
-        def on_train_epoch_end(self, trainer, *_):
-            self.dt = (time.perf_counter() - self.t0) / (trainer.global_step - 5)
-
-    dm = InMemoryDataModule({"train": (x, y)}, batch_size=batch)
-
-    def lightning_step_s() -> float:
-        """One real Lightning fit (1 epoch of ``steps`` steps); seconds per step after 5 warm-up steps."""
-        timer = StepTimer()
-        trainer = L.Trainer(
-            max_epochs=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[timer],
-            limit_val_batches=0,
-        )
-        trainer.fit(Classifier(net_cfg, optim, classes), datamodule=dm)
-        return timer.dt
-
     bare = Classifier(net_cfg, optim, classes).net
     opt = torch.optim.SGD(bare.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     xb, yb = x[:batch], y[:batch]
@@ -200,14 +175,54 @@ def bench_classifier(
         acc_r.update(logits.detach(), yr)
 
     flops = linear_train_flops(bare, batch)
-    # pairs of (probe, Lightning fit, bare loop): the fraction of the probe and the framework's share
-    # of a step are medians of per-pair ratios, so one slow moment moves one pair, not the result
+    dm = InMemoryDataModule({"train": (x, y)}, batch_size=batch)
+
+    class PairedSteps(L.Callback):
+        """Times every Lightning step (one batch's start to the next's: everything Lightning does
+        per step) and, in the gap before each, one step of each hand-written loop: A, B, C, A, B,
+        C at the scale of a single step, so that the machine's slow moments (seconds long on this
+        shared VM, and as large as the effect) fall on both sides alike. After 5 warm-up steps."""
+
+        def __init__(self):
+            self.lightning: list[float] = []
+            self.recipe: list[float] = []
+            self.minimal: list[float] = []
+            self.t = None
+
+        def on_train_batch_start(self, trainer, *_):
+            now = time.perf_counter()
+            if trainer.global_step < 5:
+                return
+            if self.t is not None:
+                self.lightning.append(now - self.t)
+            for fn, into in ((recipe_step, self.recipe), (bare_step, self.minimal)):
+                t = time.perf_counter()
+                fn()
+                into.append(time.perf_counter() - t)
+            self.t = time.perf_counter()
+
+    def paired_fit() -> tuple[float, float, float]:
+        """One real Lightning fit (1 epoch of ``steps`` steps): median seconds per step of
+        Lightning, the recipe by hand and the minimal loop, over adjacent steps."""
+        timer = PairedSteps()
+        trainer = L.Trainer(
+            max_epochs=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[timer],
+            limit_val_batches=0,
+        )
+        trainer.fit(Classifier(net_cfg, optim, classes), datamodule=dm)
+        return tuple(statistics.median(v) for v in (timer.lightning, timer.recipe, timer.minimal))  # type: ignore[return-value]
+
+    # per fit: the probe, then Lightning's steps interleaved with the hand-written loops' steps; the
+    # fraction of the probe and the framework's share are medians over fits of per-fit ratios
     ratios, overheads, minimal, steps_l, steps_r, steps_b = [], [], [], [], [], []
     for _ in range(fits):
         probe_flops = probe.flops()
-        dt_l = lightning_step_s()
-        dt_r = timed(recipe_step, repeat=max(10, steps // 2))
-        dt_b = timed(bare_step, repeat=max(10, steps // 2))
+        dt_l, dt_r, dt_b = paired_fit()
         ratios.append(flops / dt_l / probe_flops)
         overheads.append(max(0.0, (dt_l - dt_r) / dt_l))
         minimal.append(max(0.0, (dt_l - dt_b) / dt_l))
