@@ -19,7 +19,6 @@ its jobs shared one base model.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import re
@@ -33,6 +32,8 @@ from typing import Any
 import yaml
 
 from kaelab.errors import ERROR_FILE
+from kaelab.fileio import atomic_write_text
+from kaelab.fileio import write_csv as atomic_write_csv
 
 SUMMARY_FILE = "sweep_summary.json"
 SLOT_FILE = "slot.json"  # written by kaelab.launcher: the CPU threads / GPU a job ran on
@@ -253,15 +254,14 @@ def write_csv(path: Path, agg: dict[str, Any]) -> None:
     ``<metric>_mean``, ``_sd`` and ``_n``."""
     metrics = sorted({m for row in agg["rows"] for m in row["metrics"]})
     header = [*agg["group_keys"], "n", "n_failed"] + [f"{m}_{s}" for m in metrics for s in ("mean", "sd", "n")]
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for row in agg["rows"]:
-            line = [row["group"][k] for k in agg["group_keys"]] + [row["n"], row["n_failed"]]
-            for m in metrics:
-                s = row["metrics"].get(m)
-                line += [repr(s["mean"]), repr(s["sd"]), s["n"]] if s else ["", "", 0]
-            writer.writerow(line)
+    lines = []
+    for row in agg["rows"]:
+        line = [row["group"][k] for k in agg["group_keys"]] + [row["n"], row["n_failed"]]
+        for m in metrics:
+            s = row["metrics"].get(m)
+            line += [repr(s["mean"]), repr(s["sd"]), s["n"]] if s else ["", "", 0]
+        lines.append(line)
+    atomic_write_csv(path, header, lines)
 
 
 def write_tables(sweep_dir: Path, seed_key: str = "seed", metrics: list[str] | None = None) -> tuple[Path, Path, str]:
@@ -322,9 +322,7 @@ def sweep_summary(sweep_dir: Path) -> dict[str, Any]:
 
 def write_sweep_summary(sweep_dir: Path) -> dict[str, Any]:
     summary = sweep_summary(sweep_dir)
-    tmp = Path(sweep_dir) / f".{SUMMARY_FILE}.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(Path(sweep_dir) / SUMMARY_FILE)
+    atomic_write_text(Path(sweep_dir) / SUMMARY_FILE, json.dumps(summary, indent=2))
     return summary
 
 

@@ -36,6 +36,8 @@ from typing import Any, TypeVar
 
 from filelock import FileLock, Timeout
 
+from kaelab.fileio import atomic_write_text
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -262,10 +264,7 @@ class ArtifactCache:
         doc = json.loads((final / MANIFEST).read_text())
         files = _checksums(final)
         doc[INTEGRITY] = {"version": VERSION, "files": files}
-        tmp = final / f".{MANIFEST}.{uuid.uuid4().hex[:8]}"
-        tmp.write_text(json.dumps(doc, indent=2, default=str))
-        _follow_umask(tmp)
-        os.replace(tmp, final / MANIFEST)
+        atomic_write_text(final / MANIFEST, json.dumps(doc, indent=2, default=str))
         self._write_stamp(stage, key, final, files)
         log.warning("kaelab: cache entry %s had no checksums (written by an older kaelab); recorded them now", final)
 
@@ -280,11 +279,7 @@ class ArtifactCache:
         """Best effort: without a stamp the next hit re-hashes its files."""
         try:
             stamp = {"time_ns": time.time_ns(), "files": {n: _stat_sig(entry / n) for n in files}}
-            path = self._stamp_path(stage, key)
-            tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}"
-            tmp.write_text(json.dumps(stamp))
-            _follow_umask(tmp)
-            os.replace(tmp, path)
+            atomic_write_text(self._stamp_path(stage, key), json.dumps(stamp))
         except OSError:
             pass
 

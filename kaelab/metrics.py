@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torchmetrics.functional.classification import multiclass_accuracy
 
+from kaelab.fileio import atomic_write_text
+
 
 def last_train_batch(trainer: Any, batch_idx: int) -> bool:
     """Whether ``batch_idx`` is the training epoch's last batch (or the fit stops after it): where a
@@ -65,12 +67,7 @@ def _plain(v: Any) -> Any:
 
 def write_metrics(path: str | os.PathLike, metrics: dict[str, Any]) -> Path:
     """Write one flat JSON object atomically (a killed job never leaves a truncated file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({k: _plain(v) for k, v in metrics.items()}, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps({k: _plain(v) for k, v in metrics.items()}, indent=2, sort_keys=True))
 
 
 def scalars(metrics: dict[str, Any]) -> dict[str, float]:

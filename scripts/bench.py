@@ -42,13 +42,14 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
+from torchmetrics.classification import MulticlassAccuracy  # noqa: E402
+
 from kaelab.data import InMemoryDataModule  # noqa: E402
 from kaelab.koopman.kae import KoopmanAutoencoder  # noqa: E402
 from kaelab.koopman.operator import expm, expm_squarings  # noqa: E402
 from kaelab.models import Classifier  # noqa: E402
 from kaelab.models.classifier import decay_param_groups  # noqa: E402
 from kaelab.schedules import triangular_lr  # noqa: E402
-from torchmetrics.classification import MulticlassAccuracy  # noqa: E402
 
 
 def timed(fn, repeat: int, warmup: int = 2) -> float:

@@ -16,7 +16,6 @@ does that with the cached base model). A run
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import json
 import logging
@@ -46,6 +45,7 @@ from kaelab.dmd.study import (
     select_result,
 )
 from kaelab.errors import ConfigError
+from kaelab.fileio import write_csv
 from kaelab.metrics import accuracy_report, scalars, write_metrics
 from kaelab.models.trajectory import Trajectory
 
@@ -259,13 +259,7 @@ class DMDReplacement(Callback):
     @staticmethod
     def _write_grid(path: Path, results: list) -> None:
         fields = list(dict.fromkeys(k for r in results for k in r.row))
-        tmp = path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            for r in results:
-                writer.writerow(r.row)
-        tmp.replace(path)
+        write_csv(path, fields, ([r.row.get(k, "") for k in fields] for r in results))
 
     def _figures(self, out_dir: Path, best, S_train, net, datamodule, test) -> dict[str, Path]:
         from kaelab.viz.dmd import plot_decision_boundaries, plot_eigenvalues, plot_singular_values

@@ -156,10 +156,20 @@ def _blas_threads(n: int):
     return threadpool_limits(limits=n, user_api="blas")
 
 
+def valid_rank(rank: int) -> bool:
+    """A DMD rank setting: a positive int, or -1 for the numerical rank."""
+    return rank > 0 or rank == -1
+
+
+def check_rank(rank: int) -> None:
+    """The one check of ``dmd.rank`` (the stage checks it before any work, the fit again)."""
+    if not valid_rank(rank):
+        raise ConfigError(f"dmd.rank must be a positive int or -1 (numerical rank), got {rank}")
+
+
 def resolve_rank(rank: int, singular_values: np.ndarray) -> int:
     """Rank actually used: ``rank`` (> 0) or all (-1), capped at the numerical rank of X."""
-    if rank == 0 or rank < -1:
-        raise ConfigError(f"dmd.rank must be a positive int or -1 (numerical rank), got {rank}")
+    check_rank(rank)
     s = singular_values
     numerical = int((s > s[0] * RANK_RTOL).sum()) if len(s) and s[0] > 0 else 0
     if numerical == 0:

@@ -14,11 +14,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torchmetrics.functional.classification import multiclass_accuracy
 
 from kaelab.dmd.delay import check_delay, pad_states, paired_snapshots
 from kaelab.dmd.hybrid import HybridNet, resolve_span
 from kaelab.dmd.layer_scaling import check_scaling
-from kaelab.dmd.operator import ROLLOUTS, DMDFit, fit_delay_dmd, resolve_rank, singular_values
+from kaelab.dmd.operator import ROLLOUTS, DMDFit, check_rank, fit_delay_dmd, resolve_rank, singular_values, valid_rank
 from kaelab.errors import ConfigError
 from kaelab.models.trajectory import Trajectory
 
@@ -48,7 +49,9 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> float:
-    return (predict(model, x, batch_size).argmax(1) == y).float().mean().item()
+    """Top-1 accuracy over samples (torchmetrics, as every stage reports it)."""
+    logits = predict(model, x, batch_size)
+    return multiclass_accuracy(logits, y, logits.shape[1], average="micro").item()
 
 
 @torch.no_grad()
@@ -88,8 +91,7 @@ def grid_points(cfg: Any, n_states: int) -> tuple[GridPoint, list[GridPoint]]:
         raise ConfigError(f"dmd.dtype must be one of {tuple(DTYPES)}, got {cfg.dtype!r}")
     span = resolve_span(cfg.span, n_states)
     check_delay(cfg.h, span[1] - span[0] + 1)
-    if cfg.rank == 0 or cfg.rank < -1:
-        raise ConfigError(f"dmd.rank must be a positive int or -1 (numerical rank), got {cfg.rank}")
+    check_rank(cfg.rank)
     main = GridPoint(int(cfg.h), int(cfg.rank), span)
     hs = list(cfg.grid.h) or [main.h]
     ranks = list(cfg.grid.rank) or [main.rank]
@@ -97,7 +99,7 @@ def grid_points(cfg: Any, n_states: int) -> tuple[GridPoint, list[GridPoint]]:
     points = [main]
     for h, r, s in itertools.product(hs, ranks, spans):
         p = GridPoint(int(h), int(r), s)
-        if p not in points and 0 <= p.h <= s[1] - s[0] - 1 and (p.rank > 0 or p.rank == -1):
+        if p not in points and 0 <= p.h <= s[1] - s[0] - 1 and valid_rank(p.rank):
             points.append(p)
     return main, points
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from safetensors.torch import load_file, save_file
+from torchmetrics.functional.classification import multiclass_accuracy
 
 from kaelab.base_model import base_model
 from kaelab.cache import ArtifactCache, config_key
@@ -113,16 +114,19 @@ def surrogate_predictions(traj, target_layer: str, art: KAEArtifact, x_i: torch.
 
 def class_accuracies(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, forget: list[int]) -> dict[str, Any]:
     """Per-class accuracy, and accuracy (over samples) on the forgotten and on the retained classes."""
-    correct = (pred == labels).double()
-    per_class = [
-        correct[labels == c].mean().item() if (labels == c).any() else float("nan") for c in range(num_classes)
-    ]
+    present = torch.bincount(labels, minlength=num_classes) > 0
+    per_class = multiclass_accuracy(pred, labels, num_classes, average="none")
+    per_class = torch.where(present, per_class, torch.nan).tolist()  # a class with no samples: NaN, not 0
     fmask = torch.isin(labels, torch.tensor(forget, dtype=labels.dtype))
+
+    def acc(mask: torch.Tensor) -> float:
+        return multiclass_accuracy(pred[mask], labels[mask], num_classes, average="micro").item()
+
     return {
         "acc_per_class": per_class,
-        "forget_acc": correct[fmask].mean().item(),
-        "retain_acc": correct[~fmask].mean().item(),
-        "acc": correct.mean().item(),
+        "forget_acc": acc(fmask),
+        "retain_acc": acc(~fmask),
+        "acc": multiclass_accuracy(pred, labels, num_classes, average="micro").item(),
     }
 
 

@@ -2,8 +2,56 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
+
+from kaelab.errors import ConfigError
+
+LOSS_TERMS = ("recon", "linear", "state", "iso")
+RECON_REDUCTIONS = ("mean", "sum")  # the reference averages its two reconstruction losses; kaelab <= 0.1 summed them
+G_INITS = ("identity", "zeros", "random", "identity_random")
+
+
+def check_kae_values(
+    *,
+    lambdas: Mapping[str, float] | None = None,
+    k: int | None = None,
+    g_init: str | None = None,
+    grad_clip: float | None = None,
+    recon_reduction: str | None = None,
+    spike_rollback: float | None = None,
+    path_lambda: float | None = None,
+    path_steps: Sequence[int] | None = None,
+    **at_least_one: int,
+) -> None:
+    """Every KAE setting's own check, in one place, with the message naming its config key. Called
+    with the config's values before any work (``kaelab.koopman.pipeline.check_kae_config``) and with
+    their arguments by ``KoopmanAutoencoder`` and ``KoopmanOperator`` (used from a notebook); a
+    value not given (None) is not checked. ``at_least_one``: integer settings that must be >= 1
+    (epochs, batch_size, latent_dim)."""
+    if recon_reduction is not None and recon_reduction not in RECON_REDUCTIONS:
+        raise ConfigError(f"kae.recon_reduction must be one of {RECON_REDUCTIONS}, got {recon_reduction!r}")
+    if lambdas is not None:
+        unknown = set(lambdas) - set(LOSS_TERMS)
+        if unknown:
+            raise ConfigError(f"unknown kae.lambdas entries {sorted(unknown)}; expected {LOSS_TERMS}")
+        for term, value in lambdas.items():
+            if value < 0:
+                raise ConfigError(f"kae.lambdas.{term}={value} must be >= 0")
+    for key, value in {"k": k, **at_least_one}.items():
+        if value is not None and value < 1:
+            raise ConfigError(f"kae.{key}={value} must be >= 1")
+    if g_init is not None and g_init not in G_INITS:
+        raise ConfigError(f"kae.g_init must be one of {G_INITS}, got {g_init!r}")
+    if grad_clip is not None and not grad_clip > 0:
+        raise ConfigError(f"kae.grad_clip={grad_clip} must be > 0 (or null: no clipping)")
+    if spike_rollback is not None and not spike_rollback > 1:
+        raise ConfigError(f"kae.spike_rollback={spike_rollback} must be > 1 (or null: off)")
+    if path_lambda is not None and path_lambda < 0:
+        raise ConfigError(f"kae.path.lam={path_lambda} must be >= 0")
+    if path_steps is not None and k is not None and any(not 1 <= t <= k - 1 for t in path_steps):
+        raise ConfigError(f"path steps {list(path_steps)} must lie within 1..{k - 1} (kae.k={k})")
 
 
 @dataclass

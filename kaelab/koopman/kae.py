@@ -27,12 +27,12 @@ from torch import nn
 from torch.nn.functional import mse_loss
 
 from kaelab.errors import ConfigError
+from kaelab.koopman.config import LOSS_TERMS, RECON_REDUCTIONS, check_kae_values
 from kaelab.koopman.operator import KoopmanOperator
 from kaelab.metrics import EpochMeans, last_train_batch
 from kaelab.schedules import triangular_lr
 
-LOSS_TERMS = ("recon", "linear", "state", "iso")
-RECON_REDUCTIONS = ("mean", "sum")
+__all__ = ["LOSS_TERMS", "RECON_REDUCTIONS", "KoopmanAutoencoder", "mlp", "pairwise_distance_mse"]
 
 
 def pairwise_distance_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -82,23 +82,13 @@ class KoopmanAutoencoder(L.LightningModule):
         path_steps: Sequence[int] | None = None,
     ):
         super().__init__()
-        if recon_reduction not in RECON_REDUCTIONS:
-            raise ConfigError(f"kae.recon_reduction must be one of {RECON_REDUCTIONS}, got {recon_reduction!r}")
-        self.recon_scale = 0.5 if recon_reduction == "mean" else 1.0
-        unknown = set(lambdas) - set(LOSS_TERMS)
-        if unknown:
-            raise ConfigError(f"unknown kae.lambdas entries {sorted(unknown)}; expected {LOSS_TERMS}")
-        if grad_clip is not None and not grad_clip > 0:
-            raise ConfigError(f"kae.grad_clip={grad_clip} must be > 0 (or null: no clipping)")
-        for term, value in lambdas.items():
-            if value < 0:
-                raise ConfigError(f"kae.lambdas.{term}={value} must be >= 0")
-        if path_lambda < 0:
-            raise ConfigError(f"kae.path.lam={path_lambda} must be >= 0")
+        check_kae_values(
+            lambdas=lambdas, k=k, g_init=g_init, grad_clip=grad_clip, recon_reduction=recon_reduction,
+            path_lambda=path_lambda, path_steps=path_steps, latent_dim=latent_dim,
+        )  # fmt: skip
         if path_lambda > 0 and not path_steps:
             raise ConfigError("kae.path.lam > 0 needs intermediate blocks (path_steps) to follow")
-        if path_steps and any(not 1 <= t <= k - 1 for t in path_steps):
-            raise ConfigError(f"path steps {list(path_steps)} must lie within 1..{k - 1} (kae.k={k})")
+        self.recon_scale = 0.5 if recon_reduction == "mean" else 1.0
         self.save_hyperparameters()
         self.path_lambda = float(path_lambda)
         self.path_steps = [int(t) for t in path_steps] if path_steps else []

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from kaelab.errors import ConfigError
+from kaelab.koopman.config import check_kae_values
 
 # Degree-12 Taylor polynomial; after scaling, alpha = max(||X^4||^(1/4), ||X^5||^(1/5)) <= theta
 # bounds the truncation error by sum_{k>12} theta^k / k! (Al-Mohy & Higham 2009, Thm. 4.2 with
@@ -28,8 +28,6 @@ from kaelab.errors import ConfigError
 _THETA = {torch.float32: 1.5, torch.float64: 0.3}
 _INV_FACT = [1.0 / math.factorial(i) for i in range(13)]
 _MAX_NORM_FOR_POWERS = 1e8  # beyond this A^5 could overflow float32: fall back to the 1-norm
-
-G_INITS = ("identity", "zeros", "random", "identity_random")
 
 
 def _norm1(x: torch.Tensor) -> float:
@@ -91,8 +89,7 @@ def expm(a: torch.Tensor) -> torch.Tensor:
 def init_generator(dim: int, init: str, generator: torch.Generator | None = None) -> torch.Tensor:
     """Initial G: ``identity`` (the paper's, K = e I), ``zeros`` (K = I), ``random`` (N(0, 1/dim))
     or ``identity_random`` (I + N(0, 1/dim))."""
-    if init not in G_INITS:
-        raise ConfigError(f"kae.g_init must be one of {G_INITS}, got {init!r}")
+    check_kae_values(g_init=init)
     eye = torch.eye(dim)
     noise = torch.randn(dim, dim, generator=generator) / math.sqrt(dim)
     return {"identity": eye, "zeros": torch.zeros(dim, dim), "random": noise, "identity_random": eye + noise}[init]
@@ -103,8 +100,7 @@ class KoopmanOperator(nn.Module):
 
     def __init__(self, dim: int, k: int, init: str = "identity"):
         super().__init__()
-        if k < 1:
-            raise ConfigError(f"kae.k (number of steps) must be >= 1, got {k}")
+        check_kae_values(k=k)
         self.k = k
         self.G = nn.Parameter(init_generator(dim, init))
 

@@ -23,8 +23,8 @@ from kaelab.base_model import BaseModel, base_model, trainer_key_settings, traje
 from kaelab.cache import ArtifactCache, config_key
 from kaelab.data import InMemoryDataModule
 from kaelab.errors import ConfigError
-from kaelab.koopman.kae import LOSS_TERMS, RECON_REDUCTIONS, KoopmanAutoencoder
-from kaelab.koopman.operator import G_INITS
+from kaelab.koopman.config import LOSS_TERMS, check_kae_values
+from kaelab.koopman.kae import KoopmanAutoencoder
 from kaelab.koopman.path import BlockAligner, block_steps, intermediate_blocks
 from kaelab.koopman.preprocessing import PairPreprocessor
 from kaelab.koopman.representations import cached_representations, resolve_layer
@@ -51,20 +51,12 @@ def check_kae_config(cfg: DictConfig) -> tuple[str, str]:
     kc = cfg.kae
     if kc is None:
         raise ConfigError("this task needs a kae config: add +kae=yinyang, or use +experiment=yinyang_kae")
-    for term in LOSS_TERMS:
-        if kc.lambdas[term] < 0:
-            raise ConfigError(f"kae.lambdas.{term}={kc.lambdas[term]} must be >= 0")
-    for key in ("k", "epochs", "batch_size", "latent_dim"):
-        if kc[key] < 1:
-            raise ConfigError(f"kae.{key}={kc[key]} must be >= 1")
-    if kc.g_init not in G_INITS:
-        raise ConfigError(f"kae.g_init must be one of {G_INITS}, got {kc.g_init!r}")
-    if kc.get("grad_clip") is not None and not kc.grad_clip > 0:
-        raise ConfigError(f"kae.grad_clip={kc.grad_clip} must be > 0 (or null: no clipping)")
-    if kc.get("spike_rollback") is not None and not kc.spike_rollback > 1:
-        raise ConfigError(f"kae.spike_rollback={kc.spike_rollback} must be > 1 (or null: off)")
-    if kc.recon_reduction not in RECON_REDUCTIONS:
-        raise ConfigError(f"kae.recon_reduction must be one of {RECON_REDUCTIONS}, got {kc.recon_reduction!r}")
+    pc = path_cfg(cfg)
+    check_kae_values(
+        lambdas=OmegaConf.to_container(kc.lambdas), k=kc.k, g_init=kc.g_init, grad_clip=kc.get("grad_clip"),
+        recon_reduction=kc.recon_reduction, spike_rollback=kc.get("spike_rollback"), path_lambda=pc.lam,
+        epochs=kc.epochs, batch_size=kc.batch_size, latent_dim=kc.latent_dim,
+    )  # fmt: skip
     net = build_net(OmegaConf.to_container(cfg.model.net, resolve=True))  # untrained: names only
     names = stage_names(net, trajectory_spec(cfg))
     src = resolve_layer(names, kc.source_layer, "kae.source_layer")
@@ -73,7 +65,6 @@ def check_kae_config(cfg: DictConfig) -> tuple[str, str]:
         raise ConfigError(
             f"kae.source_layer ({src}) must come before kae.target_layer ({tgt}): the KAE maps x_i to x_j, i < j"
         )
-    pc = path_cfg(cfg)
     if pc.lam != 0 or pc.steps is not None:  # the report alone skips a KAE too short for the blocks
         path_mapping(cfg, names, src, tgt)
     return src, tgt
@@ -87,8 +78,6 @@ def path_cfg(cfg: DictConfig) -> DictConfig:
 def path_mapping(cfg: DictConfig, names: list[str], src: str, tgt: str) -> tuple[list[str], list[int]]:
     """The intermediate blocks between x_i and x_j and their KAE steps (kaelab.koopman.path)."""
     pc = path_cfg(cfg)
-    if pc.lam < 0:
-        raise ConfigError(f"kae.path.lam={pc.lam} must be >= 0")
     blocks = intermediate_blocks(names, src, tgt)
     if pc.lam > 0 and not blocks:
         raise ConfigError(f"kae.path.lam={pc.lam} > 0 but no block lies between {src} and {tgt}")

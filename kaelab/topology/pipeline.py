@@ -17,7 +17,6 @@ Writes ``topology/...`` metrics (metrics.json), ``topology_layers.csv``, ``topol
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from omegaconf import DictConfig
 
 from kaelab.base_model import base_model
 from kaelab.errors import ConfigError
+from kaelab.fileio import write_csv
 from kaelab.koopman.preprocessing import Chain, FrobeniusNormalize, MeanCenter, PCAProjection
 from kaelab.topology import betti as B
 from kaelab.training import build_loggers, log_metrics_to
@@ -89,14 +89,6 @@ def eps_for_beta0(lengths: np.ndarray, target: int) -> float | None:
         return None
     eps = float(desc[target - 1]) if target <= len(desc) else 0.0
     return eps if int(B.beta0_from_mst(lengths, [eps])[0]) == target else None
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
 
 
 def selected_steps(k: int, num: int) -> list[int]:
