@@ -311,3 +311,18 @@ def test_delay_linearity_error_is_zero_for_linear_dynamics():
     assert delay_linearity_error(line.double(), h=1).item() < 1e-2  # the default ridge biases it slightly
     bent = torch.relu(torch.sin(3 * line))  # a nonlinear trajectory of the same shape
     assert delay_linearity_error(bent.double(), h=1).item() > 1e-2
+
+
+def test_a_smoke_run_leaves_the_callbacks_config_as_given(tmp_path):
+    """fast_dev_run runs the smoke study (the main grid point only) on a copy: the callback's own
+    config, which a later fit with the same callback would use, is unchanged."""
+    from omegaconf import OmegaConf
+
+    from kaelab.base_model import fit_classifier
+
+    cfg = compose_cfg(["+experiment=yinyang_dmd", *TINY_YY, "trainer.fast_dev_run=true"], tmp_path)
+    cb = DMDReplacement(cfg.dmd, out_dir=tmp_path / "dmd")
+    before = OmegaConf.to_container(cb.cfg)
+    fit_classifier(cfg, tmp_path / "fit", extra_callbacks=[cb])
+    assert cb.metrics["dmd/grid_points"] == 1 and before["grid"]["h"]  # the smoke study (main point) ran ...
+    assert OmegaConf.to_container(cb.cfg) == before  # ... on a copy

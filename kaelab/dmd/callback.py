@@ -132,9 +132,8 @@ class DMDReplacement(Callback):
         if dm is None:
             raise ConfigError("DMDReplacement needs the Trainer to be fitted with a datamodule")
         out_dir = self.out_dir or Path(trainer.default_root_dir)
-        if trainer.fast_dev_run:
-            self.cfg = smoke_config(self.cfg)
-        self.metrics = self.run(pl_module, dm, out_dir, loggers=trainer.loggers, step=trainer.global_step)
+        cfg = smoke_config(self.cfg) if trainer.fast_dev_run else None  # the callback's own config stays as given
+        self.metrics = self.run(pl_module, dm, out_dir, loggers=trainer.loggers, step=trainer.global_step, cfg=cfg)
 
     # ----------------------------------------------------------------------------------- the study
     def run(
@@ -144,9 +143,11 @@ class DMDReplacement(Callback):
         out_dir: str | Path,
         loggers: Sequence = (),
         step: int = 0,
+        cfg: DictConfig | None = None,
     ) -> dict[str, Any]:
-        """Run the study on a trained classifier (a module with ``.net``, or the net itself)."""
-        cfg = self.cfg
+        """Run the study on a trained classifier (a module with ``.net``, or the net itself);
+        ``cfg``: a dmd config for this run only (default: the callback's)."""
+        cfg = self.cfg if cfg is None else cfg
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         # a private CPU copy in eval mode: the caller's module (maybe mid-Trainer) is left untouched
@@ -167,7 +168,7 @@ class DMDReplacement(Callback):
         metrics: dict[str, Any] = {}
         scaled = None
         if cfg.scaling.n_layers > 0:
-            scaled, info = self._scaling(traj, train[0])
+            scaled, info = self._scaling(traj, train[0], cfg.scaling)
             metrics.update(info)
             traj = traj.scaled(cfg.scaling.layer, list(scaled))
 
@@ -235,10 +236,9 @@ class DMDReplacement(Callback):
         return metrics
 
     # ------------------------------------------------------------------------------------ helpers
-    def _scaling(self, net: Trajectory, x_train: torch.Tensor) -> tuple[nn.Sequential, dict[str, float]]:
+    def _scaling(self, net: Trajectory, x_train: torch.Tensor, sc: DictConfig) -> tuple[nn.Sequential, dict[str, float]]:
         """Layer scaling, from the artifact cache when a cache is configured (trained once per
-        base model + scaling config), else trained now."""
-        sc = self.cfg.scaling
+        base model + scaling config ``sc``), else trained now."""
         if self.cache_dir is None or self.cache_key is None:
             return train_scaling(net, x_train, sc)
         key = config_key("dmd_scaling", self.cache_key, OmegaConf.to_container(sc, resolve=True))
