@@ -11,30 +11,30 @@ does that with the cached base model). A run
    grid (kaelab/dmd/operator.py) and scores each hybrid network (kaelab/dmd/hybrid.py);
 3. writes ``dmd_grid.csv``, ``dmd_metrics.json`` and the figures into ``out_dir`` and sends the
    scalars and images to the loggers.
+
+The callback only orchestrates; each job has its module: the config (``dmd/config.py``), the
+datamodule adapter (``dmd/data.py``), the cached layer scaling (``dmd/layer_scaling.py``), the grid
+study (``dmd/study.py``) and the files it writes (``dmd/report.py``).
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
-from kaelab.cache import ArtifactCache, config_key
-from kaelab.dmd.config import DMDConfig
-from kaelab.dmd.delay import paired_snapshots
-from kaelab.dmd.layer_scaling import new_layers, train_scaling
-from kaelab.dmd.operator import singular_values
+from kaelab.dmd.config import as_dmd_config, smoke_config
+from kaelab.dmd.data import split_tensors
+from kaelab.dmd.layer_scaling import cached_scaling
+from kaelab.dmd.report import figures, write_grid
 from kaelab.dmd.study import (
     accuracy,
     collect_states,
@@ -45,55 +45,12 @@ from kaelab.dmd.study import (
     select_result,
 )
 from kaelab.errors import ConfigError
-from kaelab.fileio import write_csv
 from kaelab.metrics import accuracy_report, scalars, write_metrics
 from kaelab.models.trajectory import Trajectory
 
+__all__ = ["DMDReplacement", "as_dmd_config", "smoke_config", "split_tensors"]
+
 log = logging.getLogger(__name__)
-
-
-def as_dmd_config(cfg: Any = None) -> DictConfig:
-    """A validated DMDConfig from a Hydra node (resolved against its root), a dict or a dataclass.
-
-    The seeds default to ``${seed}`` of the full Hydra config; outside one they fall back to 0.
-    """
-    if cfg is None:
-        cfg = {}
-    elif dataclasses.is_dataclass(cfg):
-        cfg = dataclasses.asdict(cfg)
-    elif isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    merged = OmegaConf.merge(OmegaConf.structured(DMDConfig), cfg)
-    for key in ("fit_seed", "scaling.seed"):
-        if OmegaConf.select(merged, key, throw_on_resolution_failure=False) is None:
-            OmegaConf.update(merged, key, 0)
-    return merged
-
-
-def smoke_config(cfg: DictConfig) -> DictConfig:
-    """The config for a ``trainer.fast_dev_run`` smoke test: one scaling epoch on 512 samples, 16
-    fitting trajectories, the main grid point only, a coarse decision boundary."""
-    cfg = cfg.copy()
-    cfg.scaling.epochs = 1
-    cfg.scaling.n_train = min(cfg.scaling.n_train, 512) if cfg.scaling.n_train > 0 else 512
-    cfg.n_fit = min(cfg.n_fit, 16) if cfg.n_fit > 0 else 16
-    cfg.grid.h, cfg.grid.rank, cfg.grid.span = [], [], []
-    cfg.boundary_resolution = min(cfg.boundary_resolution, 32)
-    return cfg
-
-
-def split_tensors(dm: L.LightningDataModule, split: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(inputs, labels) of a split: ``dm.tensors`` (kaelab datamodules) or the split's dataloader."""
-    if hasattr(dm, "tensors"):
-        try:
-            return dm.tensors(split)
-        except KeyError:
-            return None
-    loader = getattr(dm, f"{split}_dataloader")()
-    if not loader:
-        return None
-    xs, ys = zip(*loader, strict=True)
-    return torch.cat(xs), torch.cat(ys)
 
 
 class DMDReplacement(Callback):
@@ -168,7 +125,7 @@ class DMDReplacement(Callback):
         metrics: dict[str, Any] = {}
         scaled = None
         if cfg.scaling.n_layers > 0:
-            scaled, info = self._scaling(traj, train[0], cfg.scaling)
+            scaled, info = cached_scaling(traj, train[0], cfg.scaling, self.cache_dir, self.cache_key)
             metrics.update(info)
             traj = traj.scaled(cfg.scaling.layer, list(scaled))
 
@@ -177,7 +134,7 @@ class DMDReplacement(Callback):
         S_train = collect_states(traj, train[0][idx], cfg.eval_batch_size)
         splits = {"test": test} if val is None else {"val": val, "test": test}
         results = run_grid(traj, S_train, points, cfg, splits)
-        self._write_grid(out_dir / "dmd_grid.csv", results)
+        write_grid(out_dir / "dmd_grid.csv", results)
         best = select_result(results, main, cfg.select)
 
         a, b = best.point.span
@@ -218,7 +175,7 @@ class DMDReplacement(Callback):
             # the scaled layer itself is the last transition: does the operator carry it?
             metrics["dmd/carries_original_layer"] = int(row["span_end"] == n_states - 1)
         if cfg.figures:
-            images = self._figures(out_dir, best, S_train, net, datamodule, test)
+            images = figures(out_dir, best, S_train, net, datamodule, test, cfg.boundary_resolution)
             metrics["dmd/figures"] = sorted(p.name for p in images.values())
             from kaelab.viz.dmd import log_images
 
@@ -234,65 +191,3 @@ class DMDReplacement(Callback):
             row["span_transitions"], row["h"], row["rank_used"], row["span_start"], row["span_end"],
         )  # fmt: skip
         return metrics
-
-    # ------------------------------------------------------------------------------------ helpers
-    def _scaling(self, net: Trajectory, x_train: torch.Tensor, sc: DictConfig) -> tuple[nn.Sequential, dict[str, float]]:
-        """Layer scaling, from the artifact cache when a cache is configured (trained once per
-        base model + scaling config ``sc``), else trained now."""
-        if self.cache_dir is None or self.cache_key is None:
-            return train_scaling(net, x_train, sc)
-        key = config_key("dmd_scaling", self.cache_key, OmegaConf.to_container(sc, resolve=True))
-
-        def build(tmp: Path) -> None:
-            layers, info = train_scaling(net, x_train, sc)
-            torch.save(layers.state_dict(), tmp / "scaled_layers.pt")
-            (tmp / "info.json").write_text(json.dumps(info))
-
-        manifest = {"base_model": self.cache_key, "scaling": OmegaConf.to_container(sc, resolve=True)}
-        path = ArtifactCache(self.cache_dir).get_or_build("dmd_scaling", key, build, manifest)
-        layers = new_layers(net.in_width(sc.layer), sc.n_layers, sc.width)
-        layers.load_state_dict(torch.load(path / "scaled_layers.pt", weights_only=True))
-        for p in layers.parameters():
-            p.requires_grad_(False)
-        return layers.eval(), json.loads((path / "info.json").read_text())
-
-    @staticmethod
-    def _write_grid(path: Path, results: list) -> None:
-        fields = list(dict.fromkeys(k for r in results for k in r.row))
-        write_csv(path, fields, ([r.row.get(k, "") for k in fields] for r in results))
-
-    def _figures(self, out_dir: Path, best, S_train, net, datamodule, test) -> dict[str, Path]:
-        from kaelab.viz.dmd import plot_decision_boundaries, plot_eigenvalues, plot_singular_values
-
-        a, b = best.point.span
-        h, op = best.point.h, best.fit.operator
-        images = {
-            "dmd/eigenvalues": plot_eigenvalues(
-                op.eigs, out_dir / "dmd_eigenvalues.png",
-                f"DMD eigenvalues (h={h}, rank={op.rank}, span [{a}, {b}]: {best.hybrid.layers_replaced} layers "
-                f"replaced, {best.hybrid.original_layers_replaced} original)",
-            ),
-        }  # fmt: skip
-        S = S_train[:, a : b + 1, : op.state_dim].double()
-        spectra = {"no delays (h=0)": singular_values(paired_snapshots(S, 0)[0])}
-        if h > 0:
-            spectra[f"delays (h={h})"] = best.fit.singular_values
-        images["dmd/singular_values"] = plot_singular_values(spectra, out_dir / "dmd_singular_values.png", op.rank)
-        features = getattr(datamodule, "features", None)
-        if type(datamodule).__name__ == "YinYangDataModule" and features is not None:
-            from kaelab.data.yinyang import yinyang_features
-
-            x_te, y_te = test
-            images["dmd/decision_boundary"] = plot_decision_boundaries(
-                {
-                    f"original (test acc {accuracy(net, x_te, y_te):.3f})": net,
-                    f"hybrid, DMD carries {best.hybrid.layers_replaced} layers "
-                    f"({best.hybrid.original_layers_replaced} original) "
-                    f"(test acc {accuracy(best.hybrid, x_te, y_te):.3f})": best.hybrid,
-                },
-                lambda pts: yinyang_features(pts, features),
-                out_dir / "dmd_decision_boundary.png",
-                resolution=self.cfg.boundary_resolution,
-                points=(np.asarray(x_te[:, :2]), np.asarray(y_te)),
-            )
-        return images

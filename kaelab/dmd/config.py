@@ -8,8 +8,11 @@ window) and the operator carries the remaining ``b - a - h`` transitions ("layer
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
 
 
 @dataclass
@@ -79,3 +82,33 @@ class DMDConfig:
     eval_batch_size: int = 4096
     figures: bool = True
     boundary_resolution: int = 200  # Yin-Yang decision-boundary grid points per axis
+
+
+def as_dmd_config(cfg: Any = None) -> DictConfig:
+    """A validated DMDConfig from a Hydra node (resolved against its root), a dict or a dataclass.
+
+    The seeds default to ``${seed}`` of the full Hydra config; outside one they fall back to 0.
+    """
+    if cfg is None:
+        cfg = {}
+    elif dataclasses.is_dataclass(cfg):
+        cfg = dataclasses.asdict(cfg)
+    elif isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    merged = OmegaConf.merge(OmegaConf.structured(DMDConfig), cfg)
+    for key in ("fit_seed", "scaling.seed"):
+        if OmegaConf.select(merged, key, throw_on_resolution_failure=False) is None:
+            OmegaConf.update(merged, key, 0)
+    return merged
+
+
+def smoke_config(cfg: DictConfig) -> DictConfig:
+    """The config for a ``trainer.fast_dev_run`` smoke test: one scaling epoch on 512 samples, 16
+    fitting trajectories, the main grid point only, a coarse decision boundary."""
+    cfg = cfg.copy()
+    cfg.scaling.epochs = 1
+    cfg.scaling.n_train = min(cfg.scaling.n_train, 512) if cfg.scaling.n_train > 0 else 512
+    cfg.n_fit = min(cfg.n_fit, 16) if cfg.n_fit > 0 else 16
+    cfg.grid.h, cfg.grid.rank, cfg.grid.span = [], [], []
+    cfg.boundary_resolution = min(cfg.boundary_resolution, 32)
+    return cfg

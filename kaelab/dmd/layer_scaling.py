@@ -22,13 +22,16 @@ re-enter; the data are in-memory tensors, so the loop is a few lines.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from kaelab.cache import ArtifactCache, config_key
 from kaelab.errors import ConfigError
 from kaelab.models.trajectory import Trajectory
 from kaelab.schedules import triangular_lr
@@ -207,3 +210,30 @@ def train_scaling(
     for p in layers.parameters():
         p.requires_grad_(False)
     return layers, info
+
+
+def cached_scaling(
+    net: Trajectory, x_train: torch.Tensor, sc: Any, cache_dir: str | Path | None, base_key: str | None
+) -> tuple[nn.Sequential, dict[str, float]]:
+    """``train_scaling`` through the artifact cache (stage ``dmd_scaling``, keyed by the base
+    model's key and the scaling config), so that a sweep over h / rank trains it once; without a
+    cache (``cache_dir`` or ``base_key`` None) trained now."""
+    from omegaconf import OmegaConf
+
+    if cache_dir is None or base_key is None:
+        return train_scaling(net, x_train, sc)
+    settings = OmegaConf.to_container(sc, resolve=True) if OmegaConf.is_config(sc) else dict(sc)
+    key = config_key("dmd_scaling", base_key, settings)
+
+    def build(tmp: Path) -> None:
+        layers, info = train_scaling(net, x_train, sc)
+        torch.save(layers.state_dict(), tmp / "scaled_layers.pt")
+        (tmp / "info.json").write_text(json.dumps(info))
+
+    manifest = {"base_model": base_key, "scaling": settings}
+    path = ArtifactCache(cache_dir).get_or_build("dmd_scaling", key, build, manifest)
+    layers = new_layers(net.in_width(sc.layer), sc.n_layers, sc.width)
+    layers.load_state_dict(torch.load(path / "scaled_layers.pt", weights_only=True))
+    for p in layers.parameters():
+        p.requires_grad_(False)
+    return layers.eval(), json.loads((path / "info.json").read_text())
