@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from kaelab.errors import ConfigError
+from kaelab.errors import check_choice
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,7 @@ def wandb_enabled(cfg: DictConfig) -> bool:
     w = OmegaConf.select(cfg, "logger.wandb", default=None)
     if w is None:
         return False
-    if w.mode not in WANDB_MODES:
-        raise ConfigError(f"logger.wandb.mode must be one of {WANDB_MODES}, got {w.mode!r}")
+    check_choice(w.mode, WANDB_MODES, "logger.wandb.mode")
     return w.mode != "disabled"
 
 

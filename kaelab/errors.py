@@ -34,6 +34,13 @@ class DataNotFoundError(KaelabError, RuntimeError):
     """Data files missing and not obtainable (e.g. MNIST offline without the raw files)."""
 
 
+def check_choice(value: Any, choices: Any, key: str) -> None:
+    """The one check of a setting that takes one of a few named values (a one-line ConfigError
+    naming the key, the choices and the value given)."""
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {tuple(choices)}, got {value!r}")
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print ``kaelab: error: MESSAGE`` (one line) and exit."""
     print(f"kaelab: error: {' '.join(message.split())}", file=sys.stderr, flush=True)

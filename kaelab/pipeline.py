@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from kaelab.config import TASKS, check_values
 from kaelab.dashboards import finish_run, start_run
-from kaelab.errors import ConfigError, writable_dir_problem
+from kaelab.errors import ConfigError, check_choice, writable_dir_problem
 from kaelab.metrics import write_metrics
 from kaelab.training import configure_runtime
 
@@ -30,8 +30,7 @@ TASK_FUNCTIONS = {
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    if cfg.task not in TASKS:
-        raise ConfigError(f"task must be one of {TASKS}, got {cfg.task!r}")
+    check_choice(cfg.task, TASKS, "task")
     check_values(cfg)
     # before any work: a run whose results could not be written must not start
     for key in ("run_dir", "cache_dir"):

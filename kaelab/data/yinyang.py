@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from kaelab.data.tensor_data import TensorDataModule
-from kaelab.errors import ConfigError
+from kaelab.errors import ConfigError, check_choice
 
 FEATURES = ("xy", "xy_mirror")
 
@@ -54,8 +54,7 @@ def yinyang_sample(
 
 def yinyang_features(points: np.ndarray | torch.Tensor, features: str = "xy") -> torch.Tensor:
     """(x, y) or, with ``xy_mirror``, the original dataset's (x, y, 1-x, 1-y)."""
-    if features not in FEATURES:
-        raise ConfigError(f"data.features must be one of {FEATURES}, got {features!r}")
+    check_choice(features, FEATURES, "data.features")
     p = torch.as_tensor(points, dtype=torch.float32)
     return torch.cat([p, 1.0 - p], dim=1) if features == "xy_mirror" else p
 
@@ -81,8 +80,7 @@ class YinYangDataModule(TensorDataModule):
         exclude_classes: list[int] | tuple[int, ...] = (),
     ):
         super().__init__(batch_size, eval_batch_size, shuffle_seed, exclude_classes)
-        if features not in FEATURES:
-            raise ConfigError(f"data.features must be one of {FEATURES}, got {features!r}")
+        check_choice(features, FEATURES, "data.features")
         seeds = {"train": seed_train, "val": seed_val, "test": seed_test}
         if len(set(seeds.values())) < 3:
             raise ConfigError(f"Yin-Yang splits need distinct seeds, got {seeds}")

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from kaelab.cache import ArtifactCache, config_key
-from kaelab.errors import ConfigError
+from kaelab.errors import ConfigError, check_choice
 from kaelab.models.trajectory import Trajectory
 from kaelab.schedules import triangular_lr
 
@@ -61,8 +61,7 @@ def new_layers(
     Init: Kaiming-normal weights with bias 0.01 as the authors' code, or ``identity``: W = I + noise
     (a near-identity map of the nonnegative input), b = 0.
     """
-    if init not in INITS:
-        raise ConfigError(f"dmd.scaling.init must be one of {INITS}, got {init!r}")
+    check_choice(init, INITS, "dmd.scaling.init")
     width = width or in_width
     dims = [in_width] + [width] * (n - 1) + [in_width]
     g = torch.Generator().manual_seed(seed)

@@ -32,7 +32,7 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from kaelab.dmd.delay import paired_snapshots
-from kaelab.errors import ConfigError
+from kaelab.errors import ConfigError, check_choice
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,7 @@ class DelayOperator(nn.Module):
 
         Returns the last predicted state ``[B, D]`` or, with ``all_states``, ``[B, steps, D]``.
         """
-        if mode not in ROLLOUTS:
-            raise ConfigError(f"dmd.rollout must be one of {ROLLOUTS}, got {mode!r}")
+        check_choice(mode, ROLLOUTS, "dmd.rollout")
         if steps < 1:
             raise ValueError(f"rollout needs steps >= 1, got {steps}")
         z = z.to(self.U.dtype)

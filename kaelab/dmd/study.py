@@ -20,7 +20,7 @@ from kaelab.dmd.delay import check_delay, pad_states, paired_snapshots
 from kaelab.dmd.hybrid import HybridNet, resolve_span
 from kaelab.dmd.layer_scaling import check_scaling
 from kaelab.dmd.operator import ROLLOUTS, DMDFit, check_rank, fit_delay_dmd, resolve_rank, singular_values, valid_rank
-from kaelab.errors import ConfigError
+from kaelab.errors import check_choice
 from kaelab.models.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
@@ -83,12 +83,9 @@ class PointResult:
 
 def grid_points(cfg: Any, n_states: int) -> tuple[GridPoint, list[GridPoint]]:
     """The main point (validated: raises ConfigError) and the grid (invalid combinations dropped)."""
-    if cfg.rollout not in ROLLOUTS:
-        raise ConfigError(f"dmd.rollout must be one of {ROLLOUTS}, got {cfg.rollout!r}")
-    if cfg.select not in SELECTS:
-        raise ConfigError(f"dmd.select must be one of {SELECTS}, got {cfg.select!r}")
-    if cfg.dtype not in DTYPES:
-        raise ConfigError(f"dmd.dtype must be one of {tuple(DTYPES)}, got {cfg.dtype!r}")
+    check_choice(cfg.rollout, ROLLOUTS, "dmd.rollout")
+    check_choice(cfg.select, SELECTS, "dmd.select")
+    check_choice(cfg.dtype, DTYPES, "dmd.dtype")
     span = resolve_span(cfg.span, n_states)
     check_delay(cfg.h, span[1] - span[0] + 1)
     check_rank(cfg.rank)

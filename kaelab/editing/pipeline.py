@@ -26,7 +26,7 @@ from kaelab.data import build_datamodule
 from kaelab.editing.statistics import KeyStatistics, key_statistics
 from kaelab.editing.targets import TARGET_STRATEGIES
 from kaelab.editing.unlearning import KEY_SOURCES, unlearn_classes
-from kaelab.errors import ConfigError
+from kaelab.errors import ConfigError, check_choice
 from kaelab.koopman.pipeline import KAEArtifact, check_kae_config, trained_kae
 from kaelab.koopman.surrogate import predict_target
 from kaelab.training import build_loggers, log_metrics_to
@@ -55,12 +55,9 @@ def check_edit_config(cfg: DictConfig) -> list[int]:
     ec = cfg.edit
     if ec is None:
         raise ConfigError("task=edit needs an edit config: add +edit=default, or use +experiment=yinyang_edit")
-    if ec.strategy not in STRATEGIES:
-        raise ConfigError(f"edit.strategy must be one of {STRATEGIES}, got {ec.strategy!r}")
-    if ec.targets not in TARGET_STRATEGIES:
-        raise ConfigError(f"edit.targets must be one of {TARGET_STRATEGIES}, got {ec.targets!r}")
-    if ec.keys_from not in KEY_SOURCES:
-        raise ConfigError(f"edit.keys_from must be one of {KEY_SOURCES}, got {ec.keys_from!r}")
+    check_choice(ec.strategy, STRATEGIES, "edit.strategy")
+    check_choice(ec.targets, TARGET_STRATEGIES, "edit.targets")
+    check_choice(ec.keys_from, KEY_SOURCES, "edit.keys_from")
     for key in ("mu", "lam"):
         if ec[key] < 0:
             raise ConfigError(f"edit.{key}={ec[key]} must be >= 0")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from kaelab.errors import ConfigError
+from kaelab.errors import ConfigError, check_choice
 
 TARGET_STRATEGIES = ("nearest_retained", "class_centroid", "nearest_retained_centroid")
 
@@ -72,4 +72,5 @@ def centroid_outputs(
         present = torch.nonzero(~centroids.isnan().any(1)).flatten()
         nearest = present[nearest_rows(keys_edit @ W.T, centroids[present])]
         return centroids[nearest]
-    raise ConfigError(f"edit.targets must be one of {TARGET_STRATEGIES}, got {strategy!r}")
+    check_choice(strategy, TARGET_STRATEGIES, "edit.targets")
+    raise AssertionError(f"edit.targets={strategy!r} is listed but not implemented")

@@ -24,7 +24,7 @@ import torch
 from kaelab.editing.emmet import EditInfo, emmet
 from kaelab.editing.statistics import KeyStatistics
 from kaelab.editing.targets import alternative_outputs, centroid_outputs
-from kaelab.errors import ConfigError
+from kaelab.errors import ConfigError, check_choice
 from kaelab.koopman.kae import KoopmanAutoencoder
 
 KEY_SOURCES = ("inverse", "encoded")
@@ -91,8 +91,7 @@ def unlearn_classes(
     With ``stats`` (kaelab.editing.statistics, computed from the same pairs) the retained samples
     enter through their per-class sums and are not encoded again, except for the reference's
     ``nearest_retained`` targets, which need every retained key."""
-    if keys not in KEY_SOURCES:
-        raise ConfigError(f"edit.keys_from must be one of {KEY_SOURCES}, got {keys!r}")
+    check_choice(keys, KEY_SOURCES, "edit.keys_from")
     if stats is not None and stats.num_classes != num_classes:
         raise ConfigError(f"key statistics of {stats.num_classes} classes given for a {num_classes}-class edit")
     t0 = time.perf_counter()

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from kaelab.errors import ConfigError
+from kaelab.errors import ConfigError, check_choice
 
 LOSS_TERMS = ("recon", "linear", "state", "iso")
 RECON_REDUCTIONS = ("mean", "sum")  # the reference averages its two reconstruction losses; kaelab <= 0.1 summed them
@@ -30,8 +30,8 @@ def check_kae_values(
     their arguments by ``KoopmanAutoencoder`` and ``KoopmanOperator`` (used from a notebook); a
     value not given (None) is not checked. ``at_least_one``: integer settings that must be >= 1
     (epochs, batch_size, latent_dim)."""
-    if recon_reduction is not None and recon_reduction not in RECON_REDUCTIONS:
-        raise ConfigError(f"kae.recon_reduction must be one of {RECON_REDUCTIONS}, got {recon_reduction!r}")
+    if recon_reduction is not None:
+        check_choice(recon_reduction, RECON_REDUCTIONS, "kae.recon_reduction")
     if lambdas is not None:
         unknown = set(lambdas) - set(LOSS_TERMS)
         if unknown:
@@ -42,8 +42,8 @@ def check_kae_values(
     for key, value in {"k": k, **at_least_one}.items():
         if value is not None and value < 1:
             raise ConfigError(f"kae.{key}={value} must be >= 1")
-    if g_init is not None and g_init not in G_INITS:
-        raise ConfigError(f"kae.g_init must be one of {G_INITS}, got {g_init!r}")
+    if g_init is not None:
+        check_choice(g_init, G_INITS, "kae.g_init")
     if grad_clip is not None and not grad_clip > 0:
         raise ConfigError(f"kae.grad_clip={grad_clip} must be > 0 (or null: no clipping)")
     if spike_rollback is not None and not spike_rollback > 1:

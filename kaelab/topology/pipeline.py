@@ -27,7 +27,7 @@ import torch
 from omegaconf import DictConfig
 
 from kaelab.base_model import base_model
-from kaelab.errors import ConfigError
+from kaelab.errors import ConfigError, check_choice
 from kaelab.fileio import write_csv
 from kaelab.koopman.preprocessing import Chain, FrobeniusNormalize, MeanCenter, PCAProjection
 from kaelab.topology import betti as B
@@ -58,8 +58,7 @@ def check_topology_config(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"topology.eps_num={tc.eps_num} must be >= 2")
     if tc.maxdim not in (0, 1):
         raise ConfigError(f"topology.maxdim={tc.maxdim} must be 0 or 1")
-    if tc.split not in SPLITS:
-        raise ConfigError(f"topology.split must be one of {SPLITS}, got {tc.split!r}")
+    check_choice(tc.split, SPLITS, "topology.split")
     for key in ("n_points", "curve_points", "figure_points"):
         if tc[key] is not None and tc[key] < 1:
             raise ConfigError(f"topology.{key}={tc[key]} must be >= 1")
