@@ -239,7 +239,7 @@ def test_callback_after_fit_on_tiny_model(tmp_path):
     assert m["dmd/layers_replaced"] == 3  # the operator carries n + 1 - h of them
     assert m["dmd/original_layers_replaced"] == 1  # ... but only the scaled layer is one of the MLP's own
     assert m["dmd/base_test_acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
-    assert 0.0 <= m["dmd/test_acc"] <= 1.0 and m["dmd/fit_time_s"] > 0
+    assert m["dmd/fit_time_s"] > 0
     assert 1 <= m["dmd/rank"] <= 2 * 8
     saved = json.loads((tmp_path / "dmd" / "dmd_metrics.json").read_text())
     assert saved["dmd/test_acc"] == pytest.approx(m["dmd/test_acc"])
@@ -252,6 +252,9 @@ def test_callback_after_fit_on_tiny_model(tmp_path):
         assert (tmp_path / "dmd" / name).stat().st_size > 1000
     rows = list(csv.DictReader(open(tmp_path / "dmd" / "dmd_grid.csv")))
     assert {(r["h"], r["rank"]) for r in rows} == {("1", "-1"), ("0", "4"), ("0", "-1"), ("1", "4")}
+    # the reported accuracy is the reported point's row of the grid, not another point's
+    reported = next(r for r in rows if int(r["h"]) == m["dmd/h"] and int(r["rank"]) == m["dmd/rank_requested"])
+    assert float(reported["test_acc"]) == pytest.approx(m["dmd/test_acc"])
     # the figures and the scalars also went to the trainer's logger
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -27,7 +27,7 @@ def test_sweep_seeds_and_lambdas(tmp_path, launcher):
     jobs = sorted((tmp_path / "multirun" / "yinyang_kae").glob("*/*/metrics.json"))
     assert len(jobs) == 4
     results = [json.loads(p.read_text()) for p in jobs]
-    assert all(0.0 <= r["kae/test_acc"] <= 1.0 for r in results)
+    assert len({r["base/test_acc"] for r in results}) == 1  # every job's surrogate is of the same base model
     # one base model for the whole sweep (KAE experiments fix model.seed)
     assert len(list((tmp_path / "cache" / "base_model").glob("*/model.ckpt"))) == 1
     assert sum(not r["base/cache_hit"] for r in results) == 1
