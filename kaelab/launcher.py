@@ -149,10 +149,6 @@ def _new_worker(slot: Slot) -> Any:
     return ProcessPoolExecutor(max_workers=1, env=slot.env())
 
 
-def slots_of(launcher: Any) -> list[Slot]:
-    return make_slots(launcher.n_jobs, launcher.gpus, launcher.threads_per_job, usable_cores(), visible_gpus())
-
-
 def launch(launcher: Any, job_overrides, initial_job_idx: int):
     """Run the jobs, at most one per slot at a time (see the module's docstring for processes)."""
     from hydra.core.singleton import Singleton
@@ -163,11 +159,11 @@ def launch(launcher: Any, job_overrides, initial_job_idx: int):
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    slots = slots_of(launcher)
+    slots = make_slots(launcher.n_jobs, launcher.gpus, launcher.threads_per_job, usable_cores(), visible_gpus())
     reuse_cpu = not getattr(launcher, "fresh_cpu_process", False)
-    process = "a worker process per CPU slot" if reuse_cpu else "a fresh process per job"
+    kept = reuse_cpu and slots[0].gpu is None
     log.info("Launching %d jobs on %d slots (%s): %s", len(job_overrides), len(slots),
-             "a fresh process per job" if slots[0].gpu is not None else process,
+             "a worker process per CPU slot" if kept else "a fresh process per job",
              ", ".join(s.describe() for s in slots))  # fmt: skip
     singleton_state = Singleton.get_state()
     pending = deque(enumerate(job_overrides))

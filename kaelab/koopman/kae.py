@@ -187,7 +187,9 @@ class KoopmanAutoencoder(L.LightningModule):
             self._log_epoch({**self._train_means.pop(), **self._grad_norms.pop()}, batch_size=1)
 
     def on_train_epoch_start(self) -> None:
-        self._train_means.pop(), self._grad_norms.pop()  # nothing from an epoch cut short carries over
+        # nothing accumulated in an epoch cut short carries over
+        self._train_means.pop()
+        self._grad_norms.pop()
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")
