@@ -57,12 +57,15 @@ def build_classifier(cfg: DictConfig, dm: TensorDataModule) -> Classifier:
     if net.get("in_dim") is not None and net["in_dim"] != dm.in_dim:
         raise ConfigError(f"model.net.in_dim={net['in_dim']} but the data has {dm.in_dim} features")
     optimizer = OmegaConf.select(cfg, "model.optimizer", default=None)
+    scheduler = OmegaConf.select(cfg, "model.scheduler", default=None)
     module = Classifier(
         net=net,
         optim=optim,
         num_classes=dm.num_classes,
         label_smoothing=cfg.model.label_smoothing,
         optimizer=None if optimizer is None else OmegaConf.to_container(optimizer, resolve=True),
+        scheduler=None if scheduler is None else OmegaConf.to_container(scheduler, resolve=True),
+        scheduler_interval=cfg.model.scheduler_interval,
     )
     check_fits_data(module.net, dm)
     return module
@@ -324,6 +327,9 @@ def base_model_key(cfg: DictConfig) -> str:
     model.pop("trajectory", None)  # how the trained net is read, not what is trained
     if model.get("optimizer") is None:  # added later: the papers' SGD keeps the keys of models trained before it
         model.pop("optimizer", None)
+    if model.get("scheduler") is None:  # likewise the papers' one-cycle LR
+        model.pop("scheduler", None)
+        model.pop("scheduler_interval", None)
     model["net"] = net_identity(model["net"])  # built-in nets keep the keys of their former arch: form
     return config_key("base_model", data, model, trainer_key_settings(cfg))
 

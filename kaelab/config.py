@@ -13,7 +13,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from kaelab.errors import ConfigError
+from kaelab.errors import ConfigError, check_choice
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -77,6 +77,12 @@ class ModelConfig:
     # (weight decay on Linear weights only); its lr is the one-cycle schedule's peak. null: SGD from
     # ``optim`` (the papers' recipe)
     optimizer: Any = None
+    # a ``_partial_: true`` LR-scheduler config (e.g. torch.optim.lr_scheduler.CosineAnnealingLR)
+    # called on the optimizer, plus ``total_steps`` when its target takes one; stepped every
+    # ``scheduler_interval`` (step | epoch). null: the papers' one-cycle triangular LR
+    # (kaelab.schedules.triangular_lr with ``optim.warmup_frac``)
+    scheduler: Any = None
+    scheduler_interval: str = "step"
     optim: OptimConfig = field(default_factory=OptimConfig)
     epochs: int = MISSING
     label_smoothing: float = 0.0
@@ -335,6 +341,15 @@ def check_values(cfg: DictConfig) -> None:
         if not cfg.model.optimizer.get("_partial_"):
             raise ConfigError("model.optimizer needs _partial_: true (kaelab passes the parameter groups)")
         check_target(cfg.model.optimizer, "model.optimizer")
+    check_choice(cfg.model.scheduler_interval, ("step", "epoch"), "model.scheduler_interval")
+    if OmegaConf.select(cfg, "model.scheduler", default=None) is not None:
+        from kaelab.instantiate import check_target, takes_argument
+
+        node = cfg.model.scheduler
+        if not node.get("_partial_"):
+            raise ConfigError("model.scheduler needs _partial_: true (kaelab passes the optimizer)")
+        extra = {"total_steps": 1} if takes_argument(node, "total_steps") else {}
+        check_target(node, "model.scheduler", **extra)
     hidden = OmegaConf.select(cfg, "model.net.hidden", default=None)
     if hidden is not None and (len(hidden) == 0 or min(hidden) < 1):
         raise ConfigError(f"model.net.hidden={list(hidden)} must list widths >= 1")

@@ -88,7 +88,7 @@ def build_callbacks(cfg: DictConfig, ckpt_dir: Path, has_logger: bool) -> list[C
     elif cc.progress_bar == "rich":
         cbs.append(RichProgressBar(refresh_rate=cc.progress_refresh_rate))
     if cc.lr_monitor and has_logger:
-        cbs.append(LearningRateMonitor(logging_interval="step"))
+        cbs.append(LearningRateMonitor())  # each scheduler at its own interval (step or epoch)
     if has_logger:
         cbs.append(FlushLogs())
     for name, node in (cc.get("extra") or {}).items():

@@ -118,6 +118,12 @@ CASES = [
     ),
     ("optimizer-not-partial", [*YY, "+model.optimizer={_target_:torch.optim.AdamW}"], "model.optimizer"),
     (
+        "scheduler-not-partial",
+        [*YY, "+model.scheduler={_target_:torch.optim.lr_scheduler.StepLR,step_size:1}"],
+        "model.scheduler",
+    ),
+    ("scheduler-interval", [*YY, "model.scheduler_interval=batch"], "model.scheduler_interval"),
+    (
         "callback-target-unknown",
         [*YY, "+callbacks.extra.stop={_target_:lightning.pytorch.callbacks.EarlyStoping}"],
         "callbacks.extra.stop._target_",

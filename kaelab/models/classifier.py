@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from kaelab.instantiate import instantiate
 from kaelab.metrics import last_train_batch
 from kaelab.models.factory import build_net
-from kaelab.schedules import triangular_lr
+from kaelab.schedules import build_scheduler, triangular_lr
 
 
 def decay_param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -35,13 +35,21 @@ class Classifier(L.LightningModule):
     run can tell whether its checkpoint was trained under the same config."""
 
     def __init__(
-        self, net: dict, optim: dict, num_classes: int, label_smoothing: float = 0.0, optimizer: dict | None = None
+        self,
+        net: dict,
+        optim: dict,
+        num_classes: int,
+        label_smoothing: float = 0.0,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+        scheduler_interval: str = "step",
     ):
         super().__init__()
         self.save_hyperparameters()
         self.net = build_net(net)
         self.optim = dict(optim)
         self.optimizer_cfg = optimizer
+        self.scheduler_cfg, self.scheduler_interval = scheduler, scheduler_interval
         self.label_smoothing = label_smoothing
         self.num_classes = num_classes
         # updated every step, computed and logged once per epoch; the per-step argument checks
@@ -124,5 +132,9 @@ class Classifier(L.LightningModule):
                 momentum=o["momentum"],
                 nesterov=o.get("nesterov", False),
             )
-        sched = triangular_lr(opt, self.trainer.estimated_stepping_batches, o["warmup_frac"])
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        steps = self.trainer.estimated_stepping_batches
+        if self.scheduler_cfg is not None:  # model.scheduler: a _partial_ _target_ config
+            entry = build_scheduler(self.scheduler_cfg, opt, steps, self.scheduler_interval)
+        else:
+            entry = {"scheduler": triangular_lr(opt, steps, o["warmup_frac"]), "interval": "step"}
+        return {"optimizer": opt, "lr_scheduler": entry}
