@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from kaelab.cache import ArtifactCache, config_key, file_digest
-from kaelab.data import TensorDataModule, build_datamodule
+from kaelab.data import BUILTIN, TensorDataModule, build_datamodule
 from kaelab.errors import ConfigError
 from kaelab.metrics import write_metrics
 from kaelab.models import Classifier
@@ -321,6 +321,8 @@ def base_model_key(cfg: DictConfig) -> str:
     # where the files live and whether they may be downloaded don't change the model
     for k in ("eval_batch_size", "root", "download"):
         data.pop(k, None)
+    if data.get("_target_") == BUILTIN.get(data.get("name")):  # kaelab's own data keeps its earlier keys
+        data.pop("_target_")
     if not data.get("exclude_classes"):  # keeps the keys of models trained on every class unchanged
         data.pop("exclude_classes", None)
     model.pop("checkpoint", None)

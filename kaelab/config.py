@@ -19,6 +19,7 @@ from kaelab.errors import ConfigError, check_choice
 # ---------------------------------------------------------------------------------------------- data
 @dataclass
 class YinYangDataConfig:
+    _target_: str = "kaelab.data.YinYangDataModule"  # built by hydra.utils.instantiate (minus ``name``)
     name: str = "yinyang"
     n_train: int = 5000
     n_val: int = 1000
@@ -38,6 +39,7 @@ class YinYangDataConfig:
 
 @dataclass
 class MNISTDataConfig:
+    _target_: str = "kaelab.data.MNISTDataModule"
     name: str = "mnist"
     root: str = "${paths.data_dir}"
     download: bool = True  # torchvision download when the files are missing (needs internet)
@@ -342,6 +344,12 @@ def check_values(cfg: DictConfig) -> None:
             raise ConfigError("model.optimizer needs _partial_: true (kaelab passes the parameter groups)")
         check_target(cfg.model.optimizer, "model.optimizer")
     check_choice(cfg.model.scheduler_interval, ("step", "epoch"), "model.scheduler_interval")
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    if isinstance(data, dict) and "_target_" in data:  # the datamodule's arguments, before any work
+        from kaelab.instantiate import check_target
+
+        data.pop("name", None)
+        check_target(data, "data")
     if OmegaConf.select(cfg, "model.scheduler", default=None) is not None:
         from kaelab.instantiate import check_target, takes_argument
 
