@@ -40,13 +40,15 @@ def bench_path(quick: bool, repeat: int) -> dict:
     torch.manual_seed(0)
     plain = KoopmanAutoencoder(dim, [hidden], p, 10, lambdas)
     path = KoopmanAutoencoder(dim, [hidden], p, 10, lambdas, path_lambda=1.0, path_steps=steps)
+    split = KoopmanAutoencoder(dim, [hidden], p, 10, lambdas, path_lambda=1.0, path_steps=steps, path_rows="split")
     path.load_state_dict(plain.state_dict())
+    split.load_state_dict(plain.state_dict())
     G = plain.koopman.G.detach() + 0.3 * torch.randn(p, p, generator=torch.Generator().manual_seed(1)) / math.sqrt(p)
-    for kae in (plain, path):  # a trained-looking G rather than the identity init
+    for kae in (plain, path, split):  # a trained-looking G rather than the identity init
         with torch.no_grad():
             kae.koopman.G.copy_(G)
     xi, xj, blocks = torch.randn(batch, dim), torch.randn(batch, dim), torch.randn(batch, len(steps), dim)
-    opts = {id(k): torch.optim.AdamW(k.parameters(), lr=1e-5) for k in (plain, path)}
+    opts = {id(k): torch.optim.AdamW(k.parameters(), lr=1e-5) for k in (plain, path, split)}
 
     def step(kae, with_blocks):
         opt = opts[id(kae)]
@@ -57,14 +59,16 @@ def bench_path(quick: bool, repeat: int) -> dict:
     for _ in range(2):  # warm-up
         step(plain, False)
         step(path, True)
-    times: dict[str, list[float]] = {"step_s_plain": [], "step_s_path": []}
+        step(split, True)
+    times: dict[str, list[float]] = {"step_s_plain": [], "step_s_path": [], "step_s_path_split": []}
     for _ in range(repeat):
-        for name, kae, wb in (("step_s_plain", plain, False), ("step_s_path", path, True)):
+        for name, kae, wb in (("step_s_plain", plain, False), ("step_s_path", path, True), ("step_s_path_split", split, True)):
             t = time.perf_counter()
             step(kae, wb)
             times[name].append(time.perf_counter() - t)
     med = {f"kae_path/{k}": statistics.median(v) for k, v in times.items()}
     med["kae_path/overhead"] = med["kae_path/step_s_path"] / med["kae_path/step_s_plain"] - 1
+    med["kae_path/overhead_split"] = med["kae_path/step_s_path_split"] / med["kae_path/step_s_plain"] - 1
     med["kae_path/batch"] = batch
     med["kae_path/n_blocks"] = len(steps)
     return med

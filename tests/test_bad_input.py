@@ -122,6 +122,7 @@ CASES = [
         [*YY, "+model.scheduler={_target_:torch.optim.lr_scheduler.StepLR,step_size:1}"],
         "model.scheduler",
     ),
+    ("kae-path-rows", [*KAE, "kae.path.rows=half"], "kae.path.rows"),
     ("data-target-unknown", [*YY, "data._target_=kaelab.data.CIFARDataModule"], "data._target_"),
     ("scheduler-interval", [*YY, "model.scheduler_interval=batch"], "model.scheduler_interval"),
     (

@@ -152,6 +152,48 @@ def test_path_loss_is_zero_when_the_steps_match_the_blocks_and_enters_the_total(
     assert kae.koopman.G.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize(("d", "n", "by_powers"), [(6, 400, True), (64, 8, False)], ids=["powers", "step-by-step"])
+def test_advance_gives_a_to_the_t_by_either_route(d, n, by_powers, monkeypatch):
+    """KoopmanOperator.advance: A^t z for each step, by matrix powers (narrow operator, many rows)
+    or one step at a time (wide operator, few rows), whichever costs fewer flops."""
+    from kaelab.koopman.operator import KoopmanOperator
+
+    g = torch.Generator().manual_seed(3)
+    op = KoopmanOperator(d, 10)
+    G = 0.3 * torch.randn(d, d, generator=g) / d**0.5
+    with torch.no_grad():
+        op.G.copy_(G)
+    z = torch.randn(n, d, generator=g)
+    calls = []
+    monkeypatch.setattr(op, "powers", lambda steps, f=op.powers: calls.append(steps) or f(steps))
+    steps = [3, 5, 8, 10]
+    got = op.advance(z, steps)
+    assert bool(calls) == by_powers
+    A = torch.linalg.matrix_exp(G.double() / 10)
+    for t, zt in zip(steps, got, strict=True):
+        torch.testing.assert_close(zt, (z.double() @ torch.linalg.matrix_power(A, t).T).float(), atol=1e-4, rtol=1e-4)
+
+
+def test_split_path_rows_pair_each_block_with_its_own_slice_of_the_batch(system):
+    """kae.path.rows=split: block b's loss on the b-th third of the batch, decoded step and block
+    taken from the same samples; rows outside a block's slice do not enter its loss."""
+    d, k, G, x0 = system
+    steps = block_steps(3, k)
+    blocks = torch.stack(linear_network(x0, G, k, steps), dim=1)
+    x_j = linear_network(x0, G, k, [k])[0]
+    kae = linear_kae(d, k, G, path_lambda=1.0, path_steps=steps, path_rows="split")
+    assert kae.loss_terms(x0, x_j, blocks=blocks)["path"].item() < 1e-10
+    m = len(x0) // 3
+    off = blocks.clone()
+    off[m:, 0] += 1.0  # block 0 is read on rows [0, m) only
+    off[: 2 * m, 2] -= 1.0  # block 2 on rows [2m, 3m)
+    assert kae.loss_terms(x0, x_j, blocks=off)["path"].item() < 1e-10
+    off[:m, 0] += 0.3
+    assert kae.loss_terms(x0, x_j, blocks=off)["path"].item() == pytest.approx(0.09 / 3, rel=1e-4)
+    with pytest.raises(ConfigError, match="kae.path.rows"):
+        linear_kae(d, k, G, path_lambda=1.0, path_steps=steps, path_rows="half")
+
+
 def test_path_lambda_must_be_nonnegative_and_have_steps():
     with pytest.raises(ConfigError, match="kae.path.lam=-1"):
         KoopmanAutoencoder(3, [], 3, 5, {}, path_lambda=-1.0, path_steps=[2])

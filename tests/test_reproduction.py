@@ -41,3 +41,24 @@ def test_mnist_mlp(tmp_path, data_dir):
 def test_mnist_kae_surrogate(tmp_path, data_dir):
     m = run_cfg(["+experiment=mnist_kae", *QUIET], tmp_path, data_dir)
     assert m["kae/test_acc"] >= 0.9853
+
+
+# The README's DMD rows (Results table), pinned: experiment overrides -> (hybrid test accuracy as
+# quoted, transitions the operator carries, transitions in all, original layers among the carried).
+# Accuracies within 0.002: a base model retrained on another thread count differs in the last digits.
+DMD_ROWS = {
+    ("+experiment=yinyang_dmd",): (0.982, 8, 11, 1),
+    ("+experiment=yinyang_dmd", "dmd=yinyang_paper"): (0.924, 6, 11, 1),
+    ("+experiment=yinyang_resmlp_dmd",): (0.972, 2, 5, 2),
+    ("+experiment=mnist_dmd",): (0.9757, 9, 11, 1),
+    ("+experiment=mnist_resmlp_dmd",): (0.9909, 3, 4, 3),
+}
+
+
+@pytest.mark.parametrize("overrides", list(DMD_ROWS), ids=[" ".join(o)[12:] for o in DMD_ROWS])
+def test_readme_dmd_rows(overrides, tmp_path, data_dir):
+    acc, carried, transitions, original = DMD_ROWS[overrides]
+    m = run_cfg([*overrides, "dmd.figures=false", *QUIET], tmp_path, data_dir)
+    assert m["dmd/test_acc"] == pytest.approx(acc, abs=0.002)
+    assert (m["dmd/layers_replaced"], m["dmd/n_states"] - 1) == (carried, transitions)
+    assert m["dmd/original_layers_replaced"] == original

@@ -13,6 +13,9 @@ RECON_REDUCTIONS = ("mean", "sum")  # the reference averages its two reconstruct
 G_INITS = ("identity", "zeros", "random", "identity_random")
 
 
+PATH_ROWS = ("all", "split")  # the batch rows each path block's loss sees (KoopmanAutoencoder._path_rows)
+
+
 def check_kae_values(
     *,
     lambdas: Mapping[str, float] | None = None,
@@ -23,6 +26,7 @@ def check_kae_values(
     spike_rollback: float | None = None,
     path_lambda: float | None = None,
     path_steps: Sequence[int] | None = None,
+    path_rows: str | None = None,
     **at_least_one: int,
 ) -> None:
     """Every KAE setting's own check, in one place, with the message naming its config key. Called
@@ -50,6 +54,8 @@ def check_kae_values(
         raise ConfigError(f"kae.spike_rollback={spike_rollback} must be > 1 (or null: off)")
     if path_lambda is not None and path_lambda < 0:
         raise ConfigError(f"kae.path.lam={path_lambda} must be >= 0")
+    if path_rows is not None:
+        check_choice(path_rows, PATH_ROWS, "kae.path.rows")
     if path_steps is not None and k is not None and any(not 1 <= t <= k - 1 for t in path_steps):
         raise ConfigError(f"path steps {list(path_steps)} must lie within 1..{k - 1} (kae.k={k})")
 
@@ -73,11 +79,15 @@ class KAEPathConfig:
     ``lam`` > 0 adds the path loss (decoded step t_l vs preprocessed block l) to Eq. 7 with this
     weight (``lam`` and not ``lambda``, a Python keyword, as ``edit.lam``); 0 leaves the KAE, and its
     cache key, as without this option. ``report`` measures path fidelity in the KAE report.
+    ``rows``: the batch rows each block's loss is taken on, ``all`` (one extra decoder pass per
+    block) or ``split`` (block b on the b-th 1/n of the shuffled batch: an unbiased estimate of the
+    same loss at one extra decoder pass in all; ``make bench``: ``kae_path/overhead_split``).
     """
 
     lam: float = 0.0
     steps: Optional[list[int]] = None
     report: bool = True
+    rows: str = "all"
 
 
 @dataclass

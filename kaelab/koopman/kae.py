@@ -80,11 +80,12 @@ class KoopmanAutoencoder(L.LightningModule):
         grad_clip: float | None = None,
         path_lambda: float = 0.0,
         path_steps: Sequence[int] | None = None,
+        path_rows: str = "all",
     ):
         super().__init__()
         check_kae_values(
             lambdas=lambdas, k=k, g_init=g_init, grad_clip=grad_clip, recon_reduction=recon_reduction,
-            path_lambda=path_lambda, path_steps=path_steps, latent_dim=latent_dim,
+            path_lambda=path_lambda, path_steps=path_steps, latent_dim=latent_dim, path_rows=path_rows,
         )  # fmt: skip
         if path_lambda > 0 and not path_steps:
             raise ConfigError("kae.path.lam > 0 needs intermediate blocks (path_steps) to follow")
@@ -92,6 +93,7 @@ class KoopmanAutoencoder(L.LightningModule):
         self.save_hyperparameters()
         self.path_lambda = float(path_lambda)
         self.path_steps = [int(t) for t in path_steps] if path_steps else []
+        self.path_rows = path_rows
         self.lambdas = {t: float(lambdas.get(t, 0.0)) for t in LOSS_TERMS}
         dims = [dim, *hidden, latent_dim]
         self.encoder = mlp(dims, negative_slope)
@@ -134,14 +136,17 @@ class KoopmanAutoencoder(L.LightningModule):
         """The four unweighted losses for a batch of pairs (one operator evaluation), and the path
         loss when aligned intermediate ``blocks`` [n, n_blocks, d] are given (one per path step)."""
         n = len(x_i)
-        powers = self.koopman.powers([*self.path_steps, self.koopman.k]) if blocks is not None else []
-        if K is None:  # with the path loss, K = A^k comes with the powers A^{t_l} (one expm in all)
-            K = powers[-1] if powers else self.koopman.matrix()
-        # one encoder pass over [x_i; x_j] and one decoder pass over [z_i; z_j; K z_i]: fewer, larger matmuls
+        # one encoder pass over [x_i; x_j] and one decoder pass over [z_i; z_j; K z_i; path]: fewer, larger matmuls
         z_i, z_j = self.encoder(torch.cat([x_i, x_j])).split(n)
-        z_pred = z_i @ K.T
-        z_path = [z_i @ P.T for P in powers[:-1]]
-        rec_i, rec_j, x_pred, *x_path = self.decoder(torch.cat([z_i, z_j, z_pred, *z_path])).split(n)
+        if blocks is not None:  # the path's steps A^{t_l} z_i and K z_i = A^k z_i in one go (one expm in all)
+            *z_path, z_pred = self.koopman.advance(z_i, [*self.path_steps, self.koopman.k])
+        else:
+            z_path, z_pred = [], z_i @ (self.koopman.matrix() if K is None else K).T
+        rows = self._path_rows(n, len(z_path))
+        z_path = [z[r] for r, z in zip(rows, z_path, strict=True)]
+        rec_i, rec_j, x_pred, *x_path = self.decoder(
+            torch.cat([z_i, z_j, z_pred, *z_path])
+        ).split([n, n, n, *(len(z) for z in z_path)])
         terms = {
             "recon": self.recon_scale * (mse_loss(rec_i, x_i) + mse_loss(rec_j, x_j)),
             "linear": mse_loss(z_pred, z_j),
@@ -151,8 +156,18 @@ class KoopmanAutoencoder(L.LightningModule):
         if blocks is not None:
             if blocks.shape[1] != len(self.path_steps):
                 raise ConfigError(f"{blocks.shape[1]} path blocks given for {len(self.path_steps)} path steps")
-            terms["path"] = torch.stack([mse_loss(x_path[b], blocks[:, b]) for b in range(len(x_path))]).mean()
+            terms["path"] = torch.stack([mse_loss(x_path[b], blocks[rows[b], b]) for b in range(len(x_path))]).mean()
         return terms
+
+    def _path_rows(self, n: int, n_blocks: int) -> list[slice]:
+        """The batch rows each path block's loss is taken on: all of them (``path_rows="all"``), or
+        (``"split"``) block b on the b-th of ``n_blocks`` equal slices of the batch. Batches are
+        shuffled, so a slice is a random sample and its MSE an unbiased estimate of the block's
+        MSE on the whole batch, at one extra decoder pass in all instead of one per block."""
+        if self.path_rows == "all" or n_blocks == 0:
+            return [slice(None)] * n_blocks
+        m = max(1, n // n_blocks)
+        return [slice(b * m, (b + 1) * m) if b * m < n else slice(None) for b in range(n_blocks)]
 
     def total_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """Eq. 7 (+ the path loss); terms with lambda 0 are still computed (and logged) but do not train."""

@@ -55,7 +55,7 @@ def check_kae_config(cfg: DictConfig) -> tuple[str, str]:
     check_kae_values(
         lambdas=OmegaConf.to_container(kc.lambdas), k=kc.k, g_init=kc.g_init, grad_clip=kc.get("grad_clip"),
         recon_reduction=kc.recon_reduction, spike_rollback=kc.get("spike_rollback"), path_lambda=pc.lam,
-        epochs=kc.epochs, batch_size=kc.batch_size, latent_dim=kc.latent_dim,
+        path_rows=pc.rows, epochs=kc.epochs, batch_size=kc.batch_size, latent_dim=kc.latent_dim,
     )  # fmt: skip
     net = build_net(OmegaConf.to_container(cfg.model.net, resolve=True))  # untrained: names only
     names = stage_names(net, trajectory_spec(cfg))
@@ -72,7 +72,8 @@ def check_kae_config(cfg: DictConfig) -> tuple[str, str]:
 
 def path_cfg(cfg: DictConfig) -> DictConfig:
     """``cfg.kae.path`` (absent in configs composed without the schema: the defaults)."""
-    return cfg.kae.get("path") or OmegaConf.create({"lam": 0.0, "steps": None, "report": True})
+    pc = cfg.kae.get("path") or OmegaConf.create({"lam": 0.0, "steps": None, "report": True})
+    return pc if "rows" in pc else OmegaConf.merge(pc, {"rows": "all"})
 
 
 def path_mapping(cfg: DictConfig, names: list[str], src: str, tgt: str) -> tuple[list[str], list[int]]:
@@ -93,7 +94,8 @@ def kae_kwargs(cfg: DictConfig, dim: int, path_steps: list[int] | None = None) -
     """Constructor arguments of the KoopmanAutoencoder for ``cfg.kae`` (saved with the artifact;
     the path loss's only with ``kae.path.lam`` > 0)."""
     kc = cfg.kae
-    path = {"path_lambda": float(path_cfg(cfg).lam), "path_steps": path_steps} if path_trained(cfg) else {}
+    pc = path_cfg(cfg)
+    path = {"path_lambda": float(pc.lam), "path_steps": path_steps, "path_rows": pc.rows} if path_trained(cfg) else {}
     return dict(
         dim=dim,
         hidden=list(kc.hidden),
@@ -164,6 +166,8 @@ def kae_key(cfg: DictConfig, base_key: str, src: str, tgt: str, split_sizes: dic
     path = kae.pop("path", None) or {}
     if path.get("lam", 0.0) > 0:  # only the loss and its mapping change training, not the report
         kae["path"] = {"lam": path["lam"], "steps": path.get("steps")}
+        if path.get("rows", "all") != "all":  # added later: the keys of path KAEs trained before it stay
+            kae["path"]["rows"] = path["rows"]
     return config_key("kae", base_key, src, tgt, split_sizes, kae, trainer_key_settings(cfg))
 
 
