@@ -28,7 +28,7 @@ run: setup  ## the main job: python -m kaelab (embedded default, no download, no
 
 test: setup  ## the fast test suite
 	@echo "KAELAB_DATA_DIR=$(KAELAB_DATA_DIR)"
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 test-slow: setup  ## the long tests (real training to paper-level numbers)
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
