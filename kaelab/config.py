@@ -337,22 +337,18 @@ def check_values(cfg: DictConfig) -> None:
             "model.trajectory must be {stages: [module paths], head: module path}, got "
             f"{OmegaConf.to_container(traj) if OmegaConf.is_config(traj) else traj!r}"
         )
-    if OmegaConf.select(cfg, "model.optimizer", default=None) is not None:
-        from kaelab.instantiate import check_target
+    from kaelab.instantiate import check_target, takes_argument  # objects built from _target_ configs
 
+    if OmegaConf.select(cfg, "model.optimizer", default=None) is not None:
         if not cfg.model.optimizer.get("_partial_"):
             raise ConfigError("model.optimizer needs _partial_: true (kaelab passes the parameter groups)")
         check_target(cfg.model.optimizer, "model.optimizer")
     check_choice(cfg.model.scheduler_interval, ("step", "epoch"), "model.scheduler_interval")
     data = OmegaConf.to_container(cfg.data, resolve=True)
     if isinstance(data, dict) and "_target_" in data:  # the datamodule's arguments, before any work
-        from kaelab.instantiate import check_target
-
         data.pop("name", None)
         check_target(data, "data")
     if OmegaConf.select(cfg, "model.scheduler", default=None) is not None:
-        from kaelab.instantiate import check_target, takes_argument
-
         node = cfg.model.scheduler
         if not node.get("_partial_"):
             raise ConfigError("model.scheduler needs _partial_: true (kaelab passes the optimizer)")

@@ -51,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     for key, x, y, diff, ok in rows:
         print(f"{key:<{width}}  {x:10.4g}  {y:10.4g}  {100 * diff:5.1f}%  {'ok' if ok else 'DIFFERS'}")
     bad = [r[0] for r in rows if not r[4]]
-    print(f"{len(rows) - len(bad)} of {len(rows)} ratios agree within {100 * args.tol:.0f}%" + (f"; not: {', '.join(bad)}" if bad else ""))
+    print(
+        f"{len(rows) - len(bad)} of {len(rows)} ratios agree within {100 * args.tol:.0f}%"
+        + (f"; not: {', '.join(bad)}" if bad else "")
+    )
     return 1 if bad else 0
 
 

@@ -123,7 +123,10 @@ def bench_edit(out: dict, quick: bool = False, probe: float | None = None, repea
     res["edit_mnist/max_abs_diff_vs_reference"] = (W_a.double() - W_b).abs().max().item()
     retrain_steps = 30 * -(-(n - int(mask.sum())) // 128)  # 30 epochs of the retained images, batch 128
     res["edit_mnist/retrain_estimate_s"] = retrain_steps * med["train_step_s"]
-    for key, edit_times in (("retrain_over_edit", "unlearn_default_s"), ("retrain_over_edit_reference_targets", "unlearn_s")):
+    for key, edit_times in (
+        ("retrain_over_edit", "unlearn_default_s"),
+        ("retrain_over_edit_reference_targets", "unlearn_s"),
+    ):
         pairs = [retrain_steps * a / b for a, b in zip(times["train_step_s"], times[edit_times], strict=True)]
         res[f"edit_mnist/{key}"] = statistics.median(pairs)
     if "resmlp_mnist/samples_per_s" in out:  # bench.py's Lightning throughput, from another moment of the run

@@ -62,7 +62,11 @@ def bench_path(quick: bool, repeat: int) -> dict:
         step(split, True)
     times: dict[str, list[float]] = {"step_s_plain": [], "step_s_path": [], "step_s_path_split": []}
     for _ in range(repeat):
-        for name, kae, wb in (("step_s_plain", plain, False), ("step_s_path", path, True), ("step_s_path_split", split, True)):
+        for name, kae, wb in (
+            ("step_s_plain", plain, False),
+            ("step_s_path", path, True),
+            ("step_s_path_split", split, True),
+        ):
             t = time.perf_counter()
             step(kae, wb)
             times[name].append(time.perf_counter() - t)

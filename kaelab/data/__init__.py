@@ -14,8 +14,8 @@ __all__ = [
     "TensorDataModule",
     "YinYangDataModule",
     "build_datamodule",
-    "yinyang_class",
     "stack_dataset",
+    "yinyang_class",
     "yinyang_sample",
 ]
 

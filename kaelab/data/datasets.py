@@ -33,7 +33,9 @@ def stack_dataset(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(inputs, labels)`` of a map-style dataset of ``(input, label)`` items, in index order."""
     if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-        raise ConfigError(f"data.{key} must be a map-style dataset (with __len__ and __getitem__), got {type(dataset).__name__}")
+        raise ConfigError(
+            f"data.{key} must be a map-style dataset (with __len__ and __getitem__), got {type(dataset).__name__}"
+        )
     n = len(dataset) if limit is None else min(limit, len(dataset))  # type: ignore[arg-type]
     if n == 0:
         raise ConfigError(f"data.{key} is empty")

@@ -144,9 +144,9 @@ class KoopmanAutoencoder(L.LightningModule):
             z_path, z_pred = [], z_i @ (self.koopman.matrix() if K is None else K).T
         rows = self._path_rows(n, len(z_path))
         z_path = [z[r] for r, z in zip(rows, z_path, strict=True)]
-        rec_i, rec_j, x_pred, *x_path = self.decoder(
-            torch.cat([z_i, z_j, z_pred, *z_path])
-        ).split([n, n, n, *(len(z) for z in z_path)])
+        rec_i, rec_j, x_pred, *x_path = self.decoder(torch.cat([z_i, z_j, z_pred, *z_path])).split(
+            [n, n, n, *(len(z) for z in z_path)]
+        )
         terms = {
             "recon": self.recon_scale * (mse_loss(rec_i, x_i) + mse_loss(rec_j, x_j)),
             "linear": mse_loss(z_pred, z_j),
