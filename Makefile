@@ -9,6 +9,8 @@ STAMP := $(VENV)/.kaelab-installed
 SHARED_DATA := $(firstword $(foreach d,../shared/data /work/shared/data,$(if $(wildcard $(d)/MNIST/raw),$(abspath $(d)))))
 export KAELAB_DATA_DIR ?= $(or $(SHARED_DATA),$(CURDIR)/data)
 PYTEST_ARGS ?=
+# make test runs the suite in this many processes (pytest-xdist; every test has its own tmp dirs)
+TEST_WORKERS ?= 2
 
 .PHONY: help setup run test test-slow lint bench clean distclean
 
@@ -28,7 +30,7 @@ run: setup  ## the main job: python -m kaelab (embedded default, no download, no
 
 test: setup  ## the fast test suite
 	@echo "KAELAB_DATA_DIR=$(KAELAB_DATA_DIR)"
-	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=25 $(PYTEST_ARGS)
 
 test-slow: setup  ## the long tests (real training to paper-level numbers)
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
