@@ -15,8 +15,8 @@ Compared, interleaved (A, B, A, B, ...) and reported as medians:
 * ``emmet_pxp_s``: kaelab's EMMET (p x p push-through form, Cholesky) against ``emmet_ref_s``, the
   reference's E x E form with an explicit float64 inverse of the 5,500 x 5,500 system;
 * the retrain it replaces: training the MNIST ResMLP for 30 epochs on the 49,500 retained images,
-  estimated from a training step of the ResMLP (batch 128, SGD, by hand) timed next to each edit
-  (the median of 8 steps per repeat), so that ``retrain_over_edit`` is the median of per-repeat
+  estimated from a training step of the ResMLP (batch 128, SGD, by hand) timed right before each
+  edit (the median of 8 steps; each edit has its own), so that ``retrain_over_edit`` is the median of per-repeat
   ratios (two runs of ``make bench`` had given 440x and 366x when the throughput came from another
   moment of the run); ``retrain_over_edit_lightning`` uses bench.py's Lightning throughput.
 """
@@ -65,7 +65,8 @@ def resmlp_step(quick: bool):
     return step
 
 
-def bench_edit(out: dict, quick: bool = False, probe: float | None = None, repeat: int = 5) -> dict:
+def bench_edit(out: dict, quick: bool = False, probe: float | None = None, repeat: int | None = None) -> dict:
+    repeat = repeat or (2 if quick else 7)
     torch.manual_seed(0)
     n, n_cls = (6000, 10) if quick else (55000, 10)
     dim, hidden, p = (64, 80, 64) if quick else (784, 1000, 800)
@@ -88,21 +89,27 @@ def bench_edit(out: dict, quick: bool = False, probe: float | None = None, repea
         "unlearn_default_s": [],
     }
     step_train = resmlp_step(quick)
-    times["train_step_s"] = []
-    for _ in range(repeat):  # interleaved A, B, A, B
+
+    def train_step_s() -> float:
+        """The median of 8 training steps, timed right before the edit it is paired with."""
         step_train()  # warm
         steps = []
         for _ in range(8):
             t = time.perf_counter()
             step_train()
             steps.append(time.perf_counter() - t)
-        times["train_step_s"].append(statistics.median(steps))
+        return statistics.median(steps)
+
+    times["train_step_s"], times["train_step_s_ref"] = [], []
+    for _ in range(repeat):  # interleaved A, B, A, B
         t = time.perf_counter()
         stats = key_statistics(kae, x_i, x_j, labels, n_cls)
         times["stats_build_s"].append(time.perf_counter() - t)
+        times["train_step_s"].append(train_step_s())
         t = time.perf_counter()
         unlearn_classes(kae, x_i, x_j, labels, [4], n_cls, targets="nearest_retained_centroid", stats=stats)
         times["unlearn_default_s"].append(time.perf_counter() - t)
+        times["train_step_s_ref"].append(train_step_s())
         t = time.perf_counter()
         edit = unlearn_classes(kae, x_i, x_j, labels, [4], n_cls)
         times["unlearn_s"].append(time.perf_counter() - t)
@@ -123,11 +130,12 @@ def bench_edit(out: dict, quick: bool = False, probe: float | None = None, repea
     res["edit_mnist/max_abs_diff_vs_reference"] = (W_a.double() - W_b).abs().max().item()
     retrain_steps = 30 * -(-(n - int(mask.sum())) // 128)  # 30 epochs of the retained images, batch 128
     res["edit_mnist/retrain_estimate_s"] = retrain_steps * med["train_step_s"]
-    for key, edit_times in (
-        ("retrain_over_edit", "unlearn_default_s"),
-        ("retrain_over_edit_reference_targets", "unlearn_s"),
+    for key, step_times, edit_times in (
+        ("retrain_over_edit", "train_step_s", "unlearn_default_s"),
+        ("retrain_over_edit_reference_targets", "train_step_s_ref", "unlearn_s"),
     ):
-        pairs = [retrain_steps * a / b for a, b in zip(times["train_step_s"], times[edit_times], strict=True)]
+        # each edit against the training steps timed right before it
+        pairs = [retrain_steps * a / b for a, b in zip(times[step_times], times[edit_times], strict=True)]
         res[f"edit_mnist/{key}"] = statistics.median(pairs)
     if "resmlp_mnist/samples_per_s" in out:  # bench.py's Lightning throughput, from another moment of the run
         retrain = 30 * (n - int(mask.sum())) / out["resmlp_mnist/samples_per_s"]

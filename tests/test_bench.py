@@ -24,6 +24,8 @@ def test_bench_quick_writes_all_sections(tmp_path, monkeypatch):
         "kae_mnist/expm_speedup_vs_torch",
         "kae_path/step_s_plain",
         "kae_path/step_s_path",
+        "kae_path_1thread/step_s_path_split",
+        "edit_mnist/retrain_over_edit_reference_targets",
         "spectrum_mnist/decompose_s",
         "spectrum_mnist/table_s",
     ):
