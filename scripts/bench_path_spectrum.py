@@ -9,6 +9,8 @@ shapes only.
   blocks (steps 3, 5, 8), timed interleaved (A, B, A, B, ...); ``kae_path/overhead`` is the median
   over rounds of path / plain - 1 (the issue's goal: < 0.3), ``overhead_split`` the same with
   ``kae.path.rows=split``; ``kae_path_1thread/*`` the same at one thread (a sweep job's setting);
+  ``kae_path/flops_*`` the FLOPs of one step of each (``torch.utils.flop_counter``: no slow moment
+  moves them);
 * ``spectrum_mnist/decompose_s`` (eigendecomposition of the 800 x 800 generator),
   ``spectrum_mnist/table_s`` (the class x mode energy table, cond(V), effective rank and the
   per-mode statistics on 10,000 observables, as ``task=spectrum`` computes them) and their sum
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -72,6 +75,13 @@ def bench_path(quick: bool, repeat: int) -> dict:
             step(kae, wb)
             times[name].append(time.perf_counter() - t)
     med = {f"kae_path/{k}": statistics.median(v) for k, v in times.items()}
+    for name, kae, wb in (("plain", plain, False), ("path", path, True), ("path_split", split, True)):
+        with FlopCounterMode(display=False) as counter:
+            kae.total_loss(kae.loss_terms(xi, xj, blocks=blocks if wb else None)).backward()
+        kae.zero_grad(set_to_none=True)
+        med[f"kae_path/flops_{name}"] = counter.get_total_flops()
+    med["kae_path/flops_ratio_path"] = med["kae_path/flops_path"] / med["kae_path/flops_plain"]
+    med["kae_path/flops_ratio_split"] = med["kae_path/flops_path_split"] / med["kae_path/flops_plain"]
     # the overheads are medians of per-round ratios (a slow moment moves one round, not a median)
     for key, name in (("overhead", "step_s_path"), ("overhead_split", "step_s_path_split")):
         per_round = sorted(b / a - 1 for a, b in zip(times["step_s_plain"], times[name], strict=True))
@@ -113,7 +123,7 @@ def bench_path_spectrum(out: dict, quick: bool = False) -> dict:
         one = bench_path(quick, 3 if quick else 9)
     finally:
         torch.set_num_threads(before)
-    res.update({k.replace("kae_path/", "kae_path_1thread/"): v for k, v in one.items()})
+    res.update({k.replace("kae_path/", "kae_path_1thread/"): v for k, v in one.items() if "flops" not in k})
     out.update(res)
     return res
 

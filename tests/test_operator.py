@@ -68,3 +68,34 @@ def test_expm_float32_accuracy(scale):
 def test_expm_huge_norm_fallback():
     a = torch.tensor([[0.0, 1e9], [0.0, 0.0]], dtype=torch.float64)  # nilpotent: exp(a) = I + a
     torch.testing.assert_close(expm(a), torch.eye(2, dtype=torch.float64) + a)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_small_operators_take_the_degree_8_polynomial_at_degree_12_accuracy(dtype):
+    """A small X (alpha_3 <= theta_8), such as the one-step A = exp(G/k) of a trained KAE, gets the
+    degree-8 Taylor polynomial: 4 products (X^2, X^3, X^4 and one more) instead of 5 + 1, with the
+    same error bound. Just above theta_8 the degree-12 branch runs again."""
+    from unittest.mock import patch
+
+    from kaelab.koopman.operator import _THETA8, expm_squarings
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(40, 40, dtype=torch.float64, generator=g)
+    x = x / x.abs().sum(0).max()  # 1-norm 1, so alpha_3 <= scale
+    real = torch.Tensor.__matmul__
+    for scale, products, tol in ((0.99 * _THETA8[dtype], 4, {torch.float32: 2e-7, torch.float64: 1e-14}[dtype]),
+                                 (3.0, None, None)):  # fmt: skip
+        a = (scale * x).to(dtype).requires_grad_()
+        products = products or 6 + expm_squarings(a)  # X^2..X^4, X^5 for alpha_4, 2 more, squarings
+        count = []
+        with patch.object(torch.Tensor, "__matmul__", lambda u, v, count=count: count.append(1) or real(u, v)):
+            got = expm(a)
+        assert len(count) == products
+        ref = torch.linalg.matrix_exp(a.detach().double())
+        if tol is not None:
+            assert ((got.detach().double() - ref).norm() / ref.norm()).item() < tol
+    a = (0.5 * _THETA8[torch.float64] * x).requires_grad_()
+    w = torch.randn(40, 40, dtype=torch.float64, generator=g)
+    (ours,) = torch.autograd.grad((expm(a) * w).sum(), a)
+    (ref,) = torch.autograd.grad((torch.linalg.matrix_exp(a) * w).sum(), a)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)

@@ -3,6 +3,8 @@ and the spectral edit (kaelab.koopman.path, kaelab.koopman.spectrum, kaelab.edit
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import pytest
 import torch
 
@@ -152,26 +154,37 @@ def test_path_loss_is_zero_when_the_steps_match_the_blocks_and_enters_the_total(
     assert kae.koopman.G.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize(("d", "n", "by_powers"), [(6, 400, True), (64, 8, False)], ids=["powers", "step-by-step"])
-def test_advance_gives_a_to_the_t_by_either_route(d, n, by_powers, monkeypatch):
-    """KoopmanOperator.advance: A^t z for each step, by matrix powers (narrow operator, many rows)
-    or one step at a time (wide operator, few rows), whichever costs fewer flops."""
-    from kaelab.koopman.operator import KoopmanOperator
+@pytest.mark.parametrize("route", ["steps", "gaps", None])
+@pytest.mark.parametrize(("d", "n", "cheaper"), [(6, 400, "gaps"), (64, 8, "steps")], ids=["narrow", "wide"])
+def test_advance_gives_a_to_the_t_by_either_route(d, n, cheaper, route):
+    """KoopmanOperator.advance: A^t z for each step, one step of A at a time or from step to step
+    through A^gap (A^2 and A^3 built once for steps 3, 5, 8, 10), the latter where the products cost
+    less than the steps they save (a narrow operator, many rows), values and gradients alike."""
+    from kaelab.koopman import operator
 
     g = torch.Generator().manual_seed(3)
-    op = KoopmanOperator(d, 10)
+    op = operator.KoopmanOperator(d, 10)
     G = 0.3 * torch.randn(d, d, generator=g) / d**0.5
     with torch.no_grad():
         op.G.copy_(G)
     z = torch.randn(n, d, generator=g)
-    calls = []
-    monkeypatch.setattr(op, "powers", lambda steps, f=op.powers: calls.append(steps) or f(steps))
     steps = [3, 5, 8, 10]
-    got = op.advance(z, steps)
-    assert bool(calls) == by_powers
+    assert operator._gap_products([3, 2, 3, 2]) == [(2, 1, 1), (3, 2, 1)]
+    assert [d for d, _, _ in operator._gap_products([20] * 5)] == [2, 3, 5, 10, 20]
+    products = []
+    real_matmul = torch.Tensor.__matmul__
+    with patch.object(torch.Tensor, "__matmul__", lambda a, b: products.append(a.shape) or real_matmul(a, b)):
+        got = op.advance(z, steps, route=route)
+    applied = sum(1 for s in products if s[0] == n)  # z @ (...): one per step of A or per gap
+    assert applied == {"steps": 10, "gaps": 4}[route or cheaper]
     A = torch.linalg.matrix_exp(G.double() / 10)
     for t, zt in zip(steps, got, strict=True):
         torch.testing.assert_close(zt, (z.double() @ torch.linalg.matrix_power(A, t).T).float(), atol=1e-4, rtol=1e-4)
+    (grad,) = torch.autograd.grad(sum((zt * zt).sum() for zt in op.advance(z, steps, route=route)), op.G)
+    (ref,) = torch.autograd.grad(sum((zt * zt).sum() for zt in op.advance(z, steps, route="steps")), op.G)
+    torch.testing.assert_close(grad, ref, atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match="route"):
+        op.advance(z, steps, route="powers")
 
 
 def test_split_path_rows_pair_each_block_with_its_own_slice_of_the_batch(system):

@@ -26,6 +26,11 @@ from kaelab.koopman.config import check_kae_values
 # bounds the truncation error by sum_{k>12} theta^k / k! (Al-Mohy & Higham 2009, Thm. 4.2 with
 # p = 4): ~3e-8 for theta = 1.5 (below float32's unit roundoff 6e-8), ~2e-17 for theta = 0.3.
 _THETA = {torch.float32: 1.5, torch.float64: 0.3}
+# Degree 8 with the same error bound (sum_{k>8} theta^k / k! equal to degree 12's above), checked
+# with alpha_3 = max(||X^3||^(1/3), ||X^4||^(1/4)) (Thm. 4.2 with p = 3: 9 >= 3 * 2), which needs no
+# power beyond the X^4 both degrees compute. For a small X, e.g. the one-step A = exp(G/k) of a
+# trained MNIST KAE (alpha_3 = 0.35), it takes 4 products instead of 5 + 1 (``tests/test_operator.py``).
+_THETA8 = {torch.float32: 0.61, torch.float64: 0.059}
 _INV_FACT = [1.0 / math.factorial(i) for i in range(13)]
 _MAX_NORM_FOR_POWERS = 1e8  # beyond this A^5 could overflow float32: fall back to the 1-norm
 
@@ -59,6 +64,8 @@ def expm(a: torch.Tensor) -> torch.Tensor:
     The number of squarings s comes from alpha = max(||A^4||^(1/4), ||A^5||^(1/5)), which is often
     far below ||A||_1 for the dense, non-normal G of a KAE (e.g. 2.3 vs 28 for a trained MNIST G:
     2 squarings instead of 5). A^2, A^3, A^4 are computed once and reused, scaled, by the polynomial.
+    A small A (alpha_3 <= theta_8, e.g. G/k) gets the degree-8 polynomial instead: one product fewer
+    and no A^5.
     """
     n = a.shape[-1]
     theta = _THETA.get(a.dtype, 1.5)
@@ -71,6 +78,8 @@ def expm(a: torch.Tensor) -> torch.Tensor:
     else:
         a2 = a @ a
         a3, a4 = a2 @ a, a2 @ a2
+        if max(_norm1(a3) ** (1 / 3), _norm1(a4) ** 0.25) <= _THETA8.get(a.dtype, 0.61):
+            return _taylor8(a, a2, a3, a4)
         s = _squarings(a, a4, norm1, theta)
         x, x2, x3, x4 = (p / 2.0 ** (s * j) if s else p for j, p in enumerate((a, a2, a3, a4), start=1))
     eye = torch.eye(n, dtype=a.dtype, device=a.device)
@@ -86,6 +95,15 @@ def expm(a: torch.Tensor) -> torch.Tensor:
     return p
 
 
+def _taylor8(x, x2, x3, x4) -> torch.Tensor:
+    """The degree-8 Taylor polynomial of exp(x) in one more product (Paterson-Stockmeyer):
+    B0 + x^4 B1 with B0 = sum_{i<4} x^i / i!, B1 = sum_{i=4..8} x^(i-4) / i!."""
+    eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+    c = _INV_FACT
+    b0 = c[0] * eye + c[1] * x + c[2] * x2 + c[3] * x3
+    return b0 + x4 @ (c[4] * eye + c[5] * x + c[6] * x2 + c[7] * x3 + c[8] * x4)
+
+
 def init_generator(dim: int, init: str, generator: torch.Generator | None = None) -> torch.Tensor:
     """Initial G: ``identity`` (the paper's, K = e I), ``zeros`` (K = I), ``random`` (N(0, 1/dim))
     or ``identity_random`` (I + N(0, 1/dim))."""
@@ -93,6 +111,28 @@ def init_generator(dim: int, init: str, generator: torch.Generator | None = None
     eye = torch.eye(dim)
     noise = torch.randn(dim, dim, generator=generator) / math.sqrt(dim)
     return {"identity": eye, "zeros": torch.zeros(dim, dim), "random": noise, "identity_random": eye + noise}[init]
+
+
+def _gap_products(gaps) -> list[tuple[int, int, int]]:
+    """Products (d, e, f), A^d = A^e A^f, that build A^d for every gap d from A and each other
+    (ascending; one product when two powers already built sum to d, else halving), e.g. gaps
+    {2, 3}: A^2 = A A, A^3 = A^2 A; gap 20: A^2, A^3, A^5, A^10, A^20."""
+    have, plan = {1}, []
+
+    def build(d: int) -> None:
+        if d in have:
+            return
+        e = next((e for e in sorted(have, reverse=True) if d - e in have), None)
+        if e is None:
+            e = d // 2
+            build(e)
+            build(d - e)
+        plan.append((d, e, d - e))
+        have.add(d)
+
+    for d in sorted(set(gaps)):
+        build(d)
+    return plan
 
 
 def _power_matmuls(steps) -> int:
@@ -145,23 +185,36 @@ class KoopmanOperator(nn.Module):
             prev = t
         return out
 
-    def advance(self, z: torch.Tensor, steps) -> list[torch.Tensor]:
-        """A^t z for each t of the increasing ``steps`` (rows of ``z``; differentiable), by whichever
-        costs fewer flops: the matrix powers of ``powers`` applied to z (p^3 per power, then
-        n p^2 per step: small operators, long paths), or z pushed through A one step at a time
-        (n p^2 per step: wide operators, short paths, e.g. the MNIST KAE's 800 x 800 at k = 10,
-        where it also replaces the matrix exponential of K by A's). Equal up to rounding."""
+    def advance(self, z: torch.Tensor, steps, route: str | None = None) -> list[torch.Tensor]:
+        """A^t z for each t of the increasing ``steps`` (rows of ``z``; differentiable), by the
+        ``route`` that costs fewer flops (None: choose; the matrix exponential of A is common to both):
+
+        * ``steps``: z pushed through A one step at a time (n p^2 per step of A);
+        * ``gaps``: z pushed from one of ``steps`` to the next through A^d, d the gap between them,
+          each distinct A^d built once (``_gap_products``: p^3 per product), then n p^2 per step.
+          The MNIST KAE's path (800 x 800, steps 3, 5, 8, 10, batch 512) takes this route: A^2 and
+          A^3, then 4 n p^2 instead of 10; so does the Yin-Yang KAE's (20 x 20, gaps of 20).
+
+        Both are equal up to rounding (``KoopmanOperator.powers`` gives the matrices A^t themselves)."""
         steps = [int(t) for t in steps]
         n, p = z.shape[0], z.shape[1]
-        by_powers = p * p * (p * _power_matmuls(steps) + n * len(steps))
-        if by_powers <= n * p * p * steps[-1]:
-            return [z @ P.T for P in self.powers(steps)]
-        a_t, out, prev = self.step_matrix().T, [], 0
-        for t in steps:
-            for _ in range(t - prev):
-                z = z @ a_t
-            out.append(z)
-            prev = t
+        gaps = [b - a for a, b in zip([0, *steps], steps, strict=False)]
+        plan = _gap_products(gaps)
+        if route is None:  # ties (every gap 1) go to steps, the same products
+            route = "gaps" if p * p * (p * len(plan) + n * len(steps)) < n * p * p * steps[-1] else "steps"
+        if route not in ("steps", "gaps"):
+            raise ValueError(f"route must be steps or gaps, got {route!r}")
+        if route == "steps":
+            plan, gaps = [], [1] * steps[-1]
+        power = {1: self.step_matrix()}
+        for d, e, f in plan:
+            power[d] = power[e] @ power[f]
+        out, t = [], 0
+        for d in gaps:
+            z = z @ power[d].T
+            t += d
+            if t in steps:
+                out.append(z)
         return out
 
     def inverse_matrix(self) -> torch.Tensor:
