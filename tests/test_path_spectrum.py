@@ -185,6 +185,9 @@ def test_advance_gives_a_to_the_t_by_either_route(d, n, cheaper, route):
     torch.testing.assert_close(grad, ref, atol=1e-3, rtol=1e-3)
     with pytest.raises(ValueError, match="route"):
         op.advance(z, steps, route="powers")
+    for bad in ([3, 3, 10], [0, 5], []):
+        with pytest.raises(ValueError, match="increase strictly"):
+            op.advance(z, bad)
 
 
 def test_split_path_rows_pair_each_block_with_its_own_slice_of_the_batch(system):

@@ -197,8 +197,10 @@ class KoopmanOperator(nn.Module):
 
         Both are equal up to rounding (``KoopmanOperator.powers`` gives the matrices A^t themselves)."""
         steps = [int(t) for t in steps]
-        n, p = z.shape[0], z.shape[1]
         gaps = [b - a for a, b in zip([0, *steps], steps, strict=False)]
+        if not steps or min(gaps) < 1:
+            raise ValueError(f"steps must increase strictly from 1, got {steps}")
+        n, p = z.shape[0], z.shape[1]
         plan = _gap_products(gaps)
         if route is None:  # ties (every gap 1) go to steps, the same products
             route = "gaps" if p * p * (p * len(plan) + n * len(steps)) < n * p * p * steps[-1] else "steps"
