@@ -135,13 +135,6 @@ def _gap_products(gaps) -> list[tuple[int, int, int]]:
     return plan
 
 
-def _power_matmuls(steps) -> int:
-    """Matrix products ``KoopmanOperator.powers`` takes: A^d by repeated squaring for each gap d,
-    and one product per step after the first to chain them."""
-    gaps = [b - a for a, b in zip([0, *steps], steps, strict=False)]
-    return sum(d.bit_length() - 1 + bin(d).count("1") - 1 for d in gaps) + len(steps) - 1
-
-
 class KoopmanOperator(nn.Module):
     """Linear dynamics z_{t+1} = A z_t in observable space with A = exp(G/k), K = A^k = exp(G)."""
 
