@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import GradientAccumulationScheduler
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -24,6 +26,10 @@ def decay_param_groups(module: nn.Module, weight_decay: float) -> list[dict[str,
             (decay if isinstance(m, nn.Linear) and name == "weight" else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
+
+# where a checkpoint's fit loop counts optimizer steps: automatic and manual optimisation
+_AUTO_STEPS = "epoch_loop.automatic_optimization.optim_progress"
+_MANUAL_STEPS = "epoch_loop.manual_optimization.optim_step_progress"
 
 CKPT_KEY = "kaelab"  # the checkpoint's kaelab section: {"base_model_key": the config key it was trained under}
 
@@ -61,11 +67,70 @@ class Classifier(L.LightningModule):
         self.test_acc_per_class = MulticlassAccuracy(num_classes, average="none")
         self.test_results: dict[str, Any] = {}
         self.cache_key: str | None = None
+        self._forced_automatic: bool | None = None  # set through the automatic_optimization setter
+        self._automatic_for: tuple[int, bool] | None = None  # (id of the trainer, its answer)
+
+    @property
+    def automatic_optimization(self) -> bool:
+        """Whether Lightning's automatic optimisation runs the step (closure, zero_grad / backward /
+        optimizer-step hooks), or ``training_step`` does (Lightning's manual optimisation).
+
+        The papers' recipe (the built-in one-cycle schedule, stepped per batch) takes the manual
+        path: the same zero_grad, ``manual_backward``, ``optimizer.step`` and scheduler step, in the
+        same order, so the same weights bit for bit, without the closure machinery, which was about
+        a fifth of Lightning's cost per step of the Yin-Yang ResMLP (``make bench``:
+        ``resmlp_yinyang/framework_overhead``). What only the automatic loop supports takes it:
+        ``trainer.gradient_clip_val``, ``accumulate_grad_batches`` (or its scheduler callback) and a
+        ``model.scheduler`` of the user's (an epoch interval, a plateau monitor)."""
+        if self._forced_automatic is not None:
+            return self._forced_automatic
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        cached = self._automatic_for
+        if cached is None or cached[0] != id(trainer):  # asked several times per step: once per trainer
+            cached = (id(trainer), self._needs_automatic(trainer))
+            self._automatic_for = cached
+        return cached[1]
+
+    @automatic_optimization.setter
+    def automatic_optimization(self, value: bool) -> None:
+        self._forced_automatic = bool(value)
+
+    def _needs_automatic(self, trainer: Any) -> bool:
+        return (
+            self.scheduler_cfg is not None
+            or bool(trainer.gradient_clip_val)
+            or trainer.accumulate_grad_batches != 1
+            or any(isinstance(cb, GradientAccumulationScheduler) for cb in trainer.callbacks)
+        )
+
+    def _optimise(self, loss: torch.Tensor) -> None:
+        """One optimisation step on the manual path, in the automatic loop's order: zero_grad,
+        backward, optimizer step, then the per-batch LR step (Lightning runs the same hooks:
+        on_before_backward / on_after_backward / on_before_optimizer_step)."""
+        opt = self.optimizers()
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+        self.lr_schedulers().step()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # None: trained under no known key (e.g. resumed from a checkpoint that records none); such
         # a model and everything resumed from it is never registered in the cache
         checkpoint[CKPT_KEY] = {"base_model_key": self.cache_key}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # a checkpoint from the automatic loop (written before the manual path, or with clipping)
+        # counts its optimizer steps there; the manual loop's count, which global_step reads on the
+        # manual path, would restart at 0. Lightning restores the loops after this hook.
+        loop = (checkpoint.get("loops") or {}).get("fit_loop")
+        if self.automatic_optimization or not loop:
+            return
+        auto = ((loop.get(_AUTO_STEPS) or {}).get("optimizer") or {}).get("step")
+        manual = loop.get(_MANUAL_STEPS)
+        if auto and manual and manual["total"]["completed"] == 0 and auto["total"]["completed"] > 0:
+            loop[_MANUAL_STEPS] = copy.deepcopy(auto)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -74,8 +139,11 @@ class Classifier(L.LightningModule):
         x, y = batch
         logits = self.net(x)
         loss = nn.functional.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        log_loss = self._logger_takes_this_step(batch_idx)  # asked before the step moves global_step
+        if not self.automatic_optimization:
+            self._optimise(loss)
         self.train_acc.update(logits.detach(), y)  # the epoch's accuracy; no per-batch value is needed
-        if self._logger_takes_this_step(batch_idx):
+        if log_loss:
             self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
         if last_train_batch(self._trainer, batch_idx):
             # logged once per epoch: Lightning computes the metric at the epoch's end and resets it;
