@@ -107,3 +107,25 @@ def test_resuming_an_automatic_loop_checkpoint_on_the_fast_path_keeps_counting(t
     assert t_resumed.global_step == 4 * 6
     full, _ = _fit(4)
     assert _same_weights(resumed.net, full.net)
+
+
+def test_the_hook_bookkeeping_shortcuts_change_nothing_else():
+    """``_current_fx_name`` skips nn.Module's __setattr__, and a batch already on the device skips
+    Lightning's transfer walk. Catches a shortcut that leaks to other attributes (a submodule or
+    parameter set afterwards would not be registered) or that returns a batch not on the device."""
+    model = Classifier(NET, OPTIM, 3)
+    model._current_fx_name = "training_step"
+    assert model._current_fx_name == "training_step" and "_current_fx_name" not in model._modules
+    model.extra = torch.nn.Linear(2, 2)
+    model.scale = torch.nn.Parameter(torch.ones(1))
+    assert "extra" in model._modules and "scale" in model._parameters
+    assert any(n == "scale" for n, _ in model.named_parameters())
+
+    cpu = torch.device("cpu")
+    batch = (torch.zeros(4, 2), torch.zeros(4, dtype=torch.long))
+    assert model.transfer_batch_to_device(batch, cpu, 0) is batch
+    as_list = [torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)]
+    moved = model.transfer_batch_to_device(as_list, torch.device("meta"), 0)
+    assert all(t.device.type == "meta" for t in moved)  # the default path: moved to the device asked for
+    tup_moved = model.transfer_batch_to_device(batch, torch.device("meta"), 0)
+    assert all(t.device.type == "meta" for t in tup_moved)
