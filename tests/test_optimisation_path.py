@@ -94,16 +94,18 @@ class _StopAt(L.Callback):
             raise RuntimeError("pre-empted")
 
 
-def test_resuming_an_automatic_loop_checkpoint_on_the_fast_path_keeps_counting(tmp_path):
-    """A checkpoint written by the automatic loop (e.g. before the fast path existed) counts its
-    optimizer steps where the manual loop does not look; resumed on the fast path, global_step
-    must go on from there, and the weights must equal an uninterrupted run's."""
+@pytest.mark.parametrize("written_by", ["automatic", "manual"])
+def test_a_checkpoint_resumes_on_the_other_path_and_keeps_counting(tmp_path, written_by):
+    """A checkpoint counts its optimizer steps in the loop that wrote it (the automatic one, e.g.
+    before the fast path existed), where the other loop does not look; resumed on the other path,
+    global_step must go on from there, and the weights must equal an uninterrupted run's."""
+    first = written_by == "automatic"
     with pytest.raises(RuntimeError, match="pre-empted"):  # the LR schedule is planned for 4 epochs
-        _fit(4, automatic=True, ckpt_dir=tmp_path, callbacks=[_StopAt(epoch=2)])
+        _fit(4, automatic=first, ckpt_dir=tmp_path, callbacks=[_StopAt(epoch=2)])
     ckpt = next((tmp_path / "checkpoints").glob("*.ckpt"))
     assert torch.load(ckpt, weights_only=True)["global_step"] == 12
-    resumed, t_resumed = _fit(4, ckpt_path=str(ckpt))
-    assert not resumed.automatic_optimization
+    resumed, t_resumed = _fit(4, automatic=not first, ckpt_path=str(ckpt))
+    assert resumed.automatic_optimization is not first
     assert t_resumed.global_step == 4 * 6
     full, _ = _fit(4)
     assert _same_weights(resumed.net, full.net)

@@ -97,7 +97,8 @@ class Classifier(L.LightningModule):
         a fifth of Lightning's cost per step of the Yin-Yang ResMLP (``make bench``:
         ``resmlp_yinyang/framework_overhead``). What only the automatic loop supports takes it:
         ``trainer.gradient_clip_val``, ``accumulate_grad_batches`` (or its scheduler callback) and a
-        ``model.scheduler`` of the user's (an epoch interval, a plateau monitor)."""
+        ``model.scheduler`` of the user's (an epoch interval, a plateau monitor). (LBFGS, whose step
+        needs a closure, takes no parameter groups, so ``model.optimizer`` cannot name it.)"""
         if self._forced_automatic is not None:
             return self._forced_automatic
         trainer = self._trainer
@@ -137,16 +138,19 @@ class Classifier(L.LightningModule):
         checkpoint[CKPT_KEY] = {"base_model_key": self.cache_key}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # a checkpoint from the automatic loop (written before the manual path, or with clipping)
-        # counts its optimizer steps there; the manual loop's count, which global_step reads on the
-        # manual path, would restart at 0. Lightning restores the loops after this hook.
+        # a checkpoint counts its optimizer steps in the loop that wrote it (the automatic one:
+        # written before the manual path existed, or with clipping); global_step reads the count of
+        # the loop that resumes, which would restart at 0. Lightning restores the loops after this hook.
         loop = (checkpoint.get("loops") or {}).get("fit_loop")
-        if self.automatic_optimization or not loop:
+        auto = ((loop or {}).get(_AUTO_STEPS) or {}).get("optimizer")
+        manual = (loop or {}).get(_MANUAL_STEPS)
+        if not (auto and auto.get("step") and manual):
             return
-        auto = ((loop.get(_AUTO_STEPS) or {}).get("optimizer") or {}).get("step")
-        manual = loop.get(_MANUAL_STEPS)
-        if auto and manual and manual["total"]["completed"] == 0 and auto["total"]["completed"] > 0:
-            loop[_MANUAL_STEPS] = copy.deepcopy(auto)
+        if self.automatic_optimization:
+            if auto["step"]["total"]["completed"] == 0 and manual["total"]["completed"] > 0:
+                auto["step"] = copy.deepcopy(manual)
+        elif manual["total"]["completed"] == 0 and auto["step"]["total"]["completed"] > 0:
+            loop[_MANUAL_STEPS] = copy.deepcopy(auto["step"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
