@@ -112,9 +112,10 @@ def test_a_checkpoint_resumes_on_the_other_path_and_keeps_counting(tmp_path, wri
 
 
 def test_the_hook_bookkeeping_shortcuts_change_nothing_else():
-    """``_current_fx_name`` skips nn.Module's __setattr__, and a batch already on the device skips
-    Lightning's transfer walk. Catches a shortcut that leaks to other attributes (a submodule or
-    parameter set afterwards would not be registered) or that returns a batch not on the device."""
+    """``_current_fx_name`` skips nn.Module's __setattr__, and a batch of the in-memory datamodules
+    already on the device skips Lightning's transfer walk. Catches a shortcut that leaks to other
+    attributes (a submodule or parameter set afterwards would not be registered) or that returns a
+    batch not on the device."""
     model = Classifier(NET, OPTIM, 3)
     model._current_fx_name = "training_step"
     assert model._current_fx_name == "training_step" and "_current_fx_name" not in model._modules
@@ -123,11 +124,19 @@ def test_the_hook_bookkeeping_shortcuts_change_nothing_else():
     assert "extra" in model._modules and "scale" in model._parameters
     assert any(n == "scale" for n, _ in model.named_parameters())
 
+    dm = _data()
     cpu = torch.device("cpu")
     batch = (torch.zeros(4, 2), torch.zeros(4, dtype=torch.long))
-    assert model.transfer_batch_to_device(batch, cpu, 0) is batch
+    assert dm.transfer_batch_to_device(batch, cpu, 0) is batch
     as_list = [torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)]
-    moved = model.transfer_batch_to_device(as_list, torch.device("meta"), 0)
+    moved = dm.transfer_batch_to_device(as_list, torch.device("meta"), 0)
     assert all(t.device.type == "meta" for t in moved)  # the default path: moved to the device asked for
-    tup_moved = model.transfer_batch_to_device(batch, torch.device("meta"), 0)
+    tup_moved = dm.transfer_batch_to_device(batch, torch.device("meta"), 0)
     assert all(t.device.type == "meta" for t in tup_moved)
+
+
+def test_a_classifier_fit_on_the_in_memory_data_warns_about_no_hook(recwarn):
+    """The transfer shortcut lives in the datamodule: on the module, Lightning would warn in every
+    run's log that the module overrides a hook while a datamodule is given."""
+    _fit(1)
+    assert not [w for w in recwarn if "transfer_batch_to_device" in str(w.message)]
