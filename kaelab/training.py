@@ -174,13 +174,18 @@ def fit_progress(trainer: L.Trainer) -> tuple[int, int]:
 
 
 class FlushLogs(Callback):
-    """Write the loggers' buffered rows to disk when an epoch starts and when a checkpoint is
-    saved, so that the log on disk covers every epoch a resume will not repeat."""
+    """Write the loggers' buffered rows to disk when an epoch starts, when a checkpoint is saved
+    and when training is interrupted (SIGINT), so that the log on disk covers every epoch a resume
+    will not repeat. (An epoch's last rows are logged after its checkpoint: a SIGINT right after
+    the checkpoint, before the next epoch's start, had lost them.)"""
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         _save_loggers(trainer)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        _save_loggers(trainer)
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
         _save_loggers(trainer)
 
 

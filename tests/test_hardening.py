@@ -365,6 +365,25 @@ def test_resume_in_place_keeps_csv_history_and_last_ckpt(tmp_path):
     assert torch.load(last, weights_only=True)["epoch"] == 5
 
 
+def test_an_interrupt_writes_the_log_rows_logged_since_the_last_flush(tmp_path):
+    """An epoch's last rows are logged after its checkpoint and reach the disk when the next epoch
+    starts; a SIGINT in between (real signals: tests/test_crash.py, which once lost epoch 0's rows
+    so) must still write them. Catches a FlushLogs without its on_exception."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    from kaelab.training import FlushLogs
+
+    logger = CSVLogger(tmp_path, name="csv", version="")
+    trainer = L.Trainer(logger=logger, callbacks=[FlushLogs()], enable_progress_bar=False)
+    logger.log_metrics({"train/acc": 0.5, "epoch": 0}, step=2)  # buffered: flushed every 100 steps
+    path = tmp_path / "csv" / "metrics.csv"
+    assert not path.exists()
+    for cb in trainer.callbacks:
+        cb.on_exception(trainer, None, KeyboardInterrupt())
+    rows = list(csv.DictReader(path.open()))
+    assert [(r["epoch"], r["train/acc"]) for r in rows] == [("0", "0.5")]
+
+
 # ------------------------------------------------- 8 + 12. sweep job dirs, a failing sweep point
 def test_sweep_job_dirs_and_a_failing_point(tmp_path):
     deep = tmp_path / "some" / "deep" / "data" / "directory"
