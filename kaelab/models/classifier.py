@@ -68,7 +68,6 @@ class Classifier(L.LightningModule):
         self.test_results: dict[str, Any] = {}
         self.cache_key: str | None = None
         self._forced_automatic: bool | None = None  # set through the automatic_optimization setter
-        self._automatic_for: tuple[int, bool] | None = None  # (id of the trainer, its answer)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets and restores ``_current_fx_name`` around every hook it calls, about 45
@@ -95,13 +94,9 @@ class Classifier(L.LightningModule):
         if self._forced_automatic is not None:
             return self._forced_automatic
         trainer = self._trainer
-        if trainer is None:
-            return True
-        cached = self._automatic_for
-        if cached is None or cached[0] != id(trainer):  # asked several times per step: once per trainer
-            cached = (id(trainer), self._needs_automatic(trainer))
-            self._automatic_for = cached
-        return cached[1]
+        # asked a few times a step; the answer is a few attribute reads (no cache keyed by the
+        # trainer: a new trainer may take a freed one's id)
+        return trainer is None or self._needs_automatic(trainer)
 
     @automatic_optimization.setter
     def automatic_optimization(self, value: bool) -> None:
