@@ -102,7 +102,7 @@ def load_points(n: int = 10000) -> tuple[np.ndarray, str, float | None]:
     from kaelab.koopman.representations import extract
 
     x = base.datamodule.tensors("test")[0][:n]
-    rep = extract(base.trajectory, ["input_layer"], x)["input_layer"]
+    rep = extract(base.trajectory, x, ["input_layer"])["input_layer"]
     pts = Chain(MeanCenter(), PCAProjection(None), FrobeniusNormalize(100.0)).fit_transform(rep)
     desc = f"MNIST test representations [{len(pts)}, 784]: input_layer of the cached mnist_topology base model"
     desc += ", preprocessed (Sec. 3.3)"

@@ -30,7 +30,7 @@ SHORT_KAE = [
     "kae.epochs=5",
     "kae.batch_size=200",
     "callbacks=minimal",
-    "logger.csv=false",
+    "~logger.csv",
     "trainer.num_threads=1",
 ]
 
@@ -75,12 +75,12 @@ def test_representations_are_keyed_by_the_base_model(tmp_path):
     nets = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        net = build_net(dict(arch="resmlp", in_dim=2, width=8, n_blocks=2, out_dim=3)).eval()
+        net = build_net(dict(_target_="kaelab.models.ResMLP", in_dim=2, width=8, n_blocks=2, out_dim=3)).eval()
         nets.append(Trajectory.of(net, x["train"][:2]))
     cache = ArtifactCache(tmp_path)
     first = cached_representations(cache, "base-a", nets[0], x, ["input_layer", "blocks.1"])
     second = cached_representations(cache, "base-b", nets[1], x, ["input_layer", "blocks.1"])
-    fresh = extract(nets[1], ["blocks.1"], x["test"])["blocks.1"]
+    fresh = extract(nets[1], x["test"], ["blocks.1"])["blocks.1"]
     assert torch.equal(second["test"]["blocks.1"], fresh)  # not the first base model's
     assert not torch.equal(first["test"]["blocks.1"], second["test"]["blocks.1"])
     assert len([p for p in (tmp_path / "representations").iterdir() if p.is_dir()]) == 2
@@ -115,7 +115,7 @@ def test_accuracy_report_macro_is_the_mean_over_classes():
 def test_classifier_test_metrics_macro_is_the_mean_over_classes():
     preds, target = _imbalanced()
     logits = nn.functional.one_hot(preds, 2).float()
-    module = Classifier(dict(arch="mlp", in_dim=2, hidden=[2], out_dim=2), dict(lr=0.1, momentum=0.9,
+    module = Classifier(dict(_target_="kaelab.models.MLP", in_dim=2, hidden=[2], out_dim=2), dict(lr=0.1, momentum=0.9,
                         weight_decay=0.0, warmup_frac=0.2), 2)  # fmt: skip
     module.net = nn.Identity()  # the logits are the inputs
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)

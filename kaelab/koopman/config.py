@@ -9,7 +9,7 @@ from typing import Any, Optional
 from kaelab.errors import ConfigError, check_choice
 
 LOSS_TERMS = ("recon", "linear", "state", "iso")
-RECON_REDUCTIONS = ("mean", "sum")  # the reference averages its two reconstruction losses; kaelab <= 0.1 summed them
+RECON_REDUCTIONS = ("mean", "sum")  # mean: the reference's average of the two reconstruction losses
 G_INITS = ("identity", "zeros", "random", "identity_random")
 
 
@@ -30,9 +30,9 @@ def check_kae_values(
     **at_least_one: int,
 ) -> None:
     """Every KAE setting's own check, in one place, with the message naming its config key. Called
-    with the config's values before any work (``kaelab.koopman.pipeline.check_kae_config``) and with
-    their arguments by ``KoopmanAutoencoder`` and ``KoopmanOperator`` (used from a notebook); a
-    value not given (None) is not checked. ``at_least_one``: integer settings that must be >= 1
+    with the config's values before any work (``check_kae_config``) and with their arguments by
+    ``KoopmanAutoencoder`` and ``KoopmanOperator`` (used from a notebook); a value not given (None)
+    is not checked. ``at_least_one``: integer settings that must be >= 1
     (epochs, batch_size, latent_dim)."""
     if recon_reduction is not None:
         check_choice(recon_reduction, RECON_REDUCTIONS, "kae.recon_reduction")
@@ -57,7 +57,21 @@ def check_kae_values(
     if path_rows is not None:
         check_choice(path_rows, PATH_ROWS, "kae.path.rows")
     if path_steps is not None and k is not None and any(not 1 <= t <= k - 1 for t in path_steps):
-        raise ConfigError(f"path steps {list(path_steps)} must lie within 1..{k - 1} (kae.k={k})")
+        raise ConfigError(f"kae.path.steps={list(path_steps)} must lie within 1..{k - 1} (kae.k={k})")
+
+
+def check_kae_config(kc: Any) -> None:
+    """The ``kae`` group's check (``kaelab.config.check_values`` calls it once, before any work):
+    its values through ``check_kae_values``. The layers it names are resolved against the network
+    by ``kaelab.koopman.pipeline.kae_layers`` (that needs the network built)."""
+    if kc is None:
+        raise ConfigError("this task needs a kae config: add +kae=yinyang, or use +experiment=yinyang_kae")
+    check_kae_values(
+        lambdas=dict(kc.lambdas), k=kc.k, g_init=kc.g_init, grad_clip=kc.grad_clip,
+        recon_reduction=kc.recon_reduction, spike_rollback=kc.spike_rollback, path_lambda=kc.path.lam,
+        path_steps=None if kc.path.steps is None else list(kc.path.steps), path_rows=kc.path.rows,
+        epochs=kc.epochs, batch_size=kc.batch_size, latent_dim=kc.latent_dim,
+    )  # fmt: skip
 
 
 @dataclass
@@ -102,7 +116,7 @@ class KAEConfig:
     k: int = 100  # steps of exp(G/k)
     g_init: str = "identity"  # identity | zeros | random | identity_random
     lambdas: KAELambdas = field(default_factory=KAELambdas)
-    recon_reduction: str = "mean"  # mean (the reference: x_i and x_j averaged) | sum (kaelab <= 0.1)
+    recon_reduction: str = "mean"  # mean (the reference: x_i and x_j averaged) | sum (lambda_recon doubled)
     lr: float = 0.05  # the paper: 0.1 (see conf/kae/yinyang.yaml)
     weight_decay: float = 5e-4
     warmup_frac: float = 0.2

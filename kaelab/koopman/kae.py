@@ -19,7 +19,7 @@ gradient norm: the MNIST KAE at the paper's lr 5e-3 can blow up at the schedule'
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import lightning as L
 import torch
@@ -64,16 +64,28 @@ def mlp(dims: Sequence[int], negative_slope: float) -> nn.Sequential:
 
 
 class KoopmanAutoencoder(L.LightningModule):
+    """The KAE as a LightningModule: encoder phi, decoder phi^-1, operator K = exp(G/k)^k (Eqs. 2, 12),
+    trained on the loss of Eq. 7 (terms: Eqs. 3-6; see the module docstring). ``kaelab.KAE`` fits one
+    from tensors; the ``task=kae`` stage from a config. Defaults: the Yin-Yang KAE of App. C.
+
+    Example:
+        >>> import torch, kaelab as kl
+        >>> m = kl.KoopmanAutoencoder(dim=4, hidden=[8], latent_dim=6, k=5)
+        >>> terms = m.loss_terms(torch.randn(32, 4), torch.randn(32, 4))
+        >>> sorted(terms), m(torch.randn(3, 4)).shape
+        (['iso', 'linear', 'recon', 'state'], torch.Size([3, 4]))
+    """
+
     def __init__(
         self,
         dim: int,
-        hidden: Sequence[int],
-        latent_dim: int,
-        k: int,
-        lambdas: dict[str, float],
+        hidden: Sequence[int] = (30,),
+        latent_dim: int = 20,
+        k: int = 100,
+        lambdas: Mapping[str, float] | None = None,
         g_init: str = "identity",
         negative_slope: float = 0.01,
-        lr: float = 1e-3,
+        lr: float = 0.05,
         weight_decay: float = 5e-4,
         warmup_frac: float = 0.2,
         recon_reduction: str = "mean",
@@ -83,6 +95,7 @@ class KoopmanAutoencoder(L.LightningModule):
         path_rows: str = "all",
     ):
         super().__init__()
+        lambdas = dict.fromkeys(LOSS_TERMS, 1.0) if lambdas is None else dict(lambdas)
         check_kae_values(
             lambdas=lambdas, k=k, g_init=g_init, grad_clip=grad_clip, recon_reduction=recon_reduction,
             path_lambda=path_lambda, path_steps=path_steps, latent_dim=latent_dim, path_rows=path_rows,
@@ -90,7 +103,7 @@ class KoopmanAutoencoder(L.LightningModule):
         if path_lambda > 0 and not path_steps:
             raise ConfigError("kae.path.lam > 0 needs intermediate blocks (path_steps) to follow")
         self.recon_scale = 0.5 if recon_reduction == "mean" else 1.0
-        self.save_hyperparameters()
+        self.save_hyperparameters()  # after lambdas is filled in: hparams are complete
         self.path_lambda = float(path_lambda)
         self.path_steps = [int(t) for t in path_steps] if path_steps else []
         self.path_rows = path_rows

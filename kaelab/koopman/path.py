@@ -54,7 +54,18 @@ def block_steps(n_blocks: int, k: int, steps: Sequence[int] | None = None) -> li
 
 
 class BlockAligner:
-    """Sec. 3.3 for each intermediate block, then Procrustes onto the preprocessed x_j (Eq. 11)."""
+    """Sec. 3.3 for each intermediate block (Eqs. 8-10), then Procrustes onto the preprocessed x_j
+    (Eq. 11): the space where the KAE's decoded steps live. Fit on the training split.
+
+    Example:
+        >>> import torch, kaelab as kl
+        >>> anchor = torch.randn(50, 3)
+        >>> rotated = 7.0 * anchor @ torch.linalg.qr(torch.randn(3, 3))[0] + 1.0
+        >>> aligner = kl.BlockAligner(q=None, scale=float(torch.linalg.matrix_norm(anchor - anchor.mean(0))))
+        >>> aligned = aligner.fit({"block": rotated}, anchor - anchor.mean(0)).transform("block", rotated)
+        >>> torch.allclose(aligned, anchor - anchor.mean(0), atol=1e-3)
+        True
+    """
 
     def __init__(self, q: int | None, scale: float):
         self.q, self.scale = q, scale
@@ -84,7 +95,15 @@ class BlockAligner:
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     """Linear CKA of two representations of the same samples (rows), in [0, 1]; 1 iff they agree up
-    to rotation and isotropic scale: ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)."""
+    to rotation and isotropic scale: ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) (Kornblith et
+    al. 2019; how a KAE step matches a block, Sec. 3.4's intermediate states).
+
+    Example:
+        >>> import torch, kaelab as kl
+        >>> x = torch.randn(100, 4)
+        >>> round(kl.linear_cka(x, 3 * x @ torch.linalg.qr(torch.randn(4, 4))[0]), 6)
+        1.0
+    """
     x, y = x.double() - x.double().mean(0), y.double() - y.double().mean(0)
     num = torch.linalg.matrix_norm(y.T @ x) ** 2
     den = torch.linalg.matrix_norm(x.T @ x) * torch.linalg.matrix_norm(y.T @ y)
@@ -102,11 +121,43 @@ def decoded_steps(kae, x_i: torch.Tensor, steps: Sequence[int], batch_size: int 
 def path_fidelity(
     decoded: Sequence[torch.Tensor], blocks: Sequence[torch.Tensor], x_i: torch.Tensor, x_j: torch.Tensor, fracs
 ) -> dict[str, list[float]]:
-    """Per block: FVU and linear CKA of the decoded step against the aligned block, and the FVU of
-    the straight line (1 - f) x_i + f x_j at the same fraction f = t_l / k of the path."""
+    """Per block: FVU and linear CKA of the decoded step phi^-1(A^t phi(x_i)) (Sec. 3.4, Eq. 12)
+    against the aligned block, and the FVU of the straight line (1 - f) x_i + f x_j at the same
+    fraction f = t_l / k of the path. ``kae_path_fidelity`` computes the decoded steps for you.
+
+    Example:
+        >>> import torch, kaelab as kl
+        >>> x_i, x_j = torch.randn(64, 3), torch.randn(64, 3)
+        >>> mid = 0.5 * (x_i + x_j)
+        >>> fid = kl.path_fidelity([mid], [mid], x_i, x_j, [0.5])
+        >>> fid["fvu"], fid["cka"], fid["fvu_line"]
+        ([0.0], [1.0], [0.0])
+    """
     out: dict[str, list[float]] = {"fvu": [], "cka": [], "fvu_line": []}
     for dec, blk, f in zip(decoded, blocks, fracs, strict=True):
         out["fvu"].append(state_fvu(dec, blk))
         out["cka"].append(linear_cka(dec, blk))
         out["fvu_line"].append(state_fvu((1 - f) * x_i + f * x_j, blk))
     return out
+
+
+def kae_path_fidelity(
+    kae, x_i: torch.Tensor, x_j: torch.Tensor, blocks: Sequence[torch.Tensor], steps: Sequence[int] | None = None
+) -> dict[str, list]:
+    """How closely a fitted ``KAE``'s decoded steps phi^-1(A^t phi(x_i)), A = exp(G/k) (Eq. 12),
+    follow the network's intermediate ``blocks`` (each preprocessed into x_j's space, e.g. by
+    ``BlockAligner``): per block the FVU and linear CKA of its step, the straight line's FVU, and
+    the steps used (evenly spaced over 1..k-1 by default, ``block_steps``).
+
+    Example:
+        >>> import torch, kaelab as kl
+        >>> x_i, x_j = torch.randn(128, 4), torch.randn(128, 4)
+        >>> kae = kl.KAE(k=6, hidden=[8], latent_dim=6, epochs=1, batch_size=64).fit(x_i, x_j)
+        >>> fid = kl.kae_path_fidelity(kae, x_i, x_j, [0.5 * (x_i + x_j)])
+        >>> fid["steps"], len(fid["fvu"])
+        ([3], 1)
+    """
+    k = kae.module_.koopman.k
+    steps = block_steps(len(blocks), k, steps)
+    decoded = list(kae.decoded_steps(x_i, steps))
+    return {**path_fidelity(decoded, blocks, x_i, x_j, [t / k for t in steps]), "steps": steps}

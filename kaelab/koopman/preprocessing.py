@@ -168,10 +168,22 @@ class Chain(Transform):
 
 
 class PairPreprocessor:
-    """Sec. 3.3 for a pair (x_i, x_j): centre, project, normalise each; rotate x_i onto x_j.
+    """Sec. 3.3 for a pair (x_i, x_j): centre (Eq. 8), project on the top-``q`` right singular
+    vectors (Eq. 9), normalise to Frobenius norm ``scale`` (Eq. 10) each; rotate x_i onto x_j (Eq. 11).
 
     ``source`` maps the base model's x_i into KAE space; ``target`` maps x_j, and its inverse maps
-    a KAE prediction back to the base model's space, where the final layer classifies it.
+    a KAE prediction back to the base model's space, where the final layer classifies it. Fit on the
+    training split only; ``transform`` reuses the training statistics on any split.
+
+    Example:
+        >>> import torch, kaelab as kl
+        >>> x_i, x_j = torch.randn(100, 5), torch.randn(100, 5)
+        >>> prep = kl.PairPreprocessor(scale=100.0).fit(x_i, x_j)
+        >>> a, b = prep.transform(x_i, x_j)
+        >>> round(torch.linalg.matrix_norm(b.double()).item(), 3)
+        100.0
+        >>> torch.allclose(prep.inverse_target(b), x_j, atol=1e-4)
+        True
     """
 
     def __init__(self, q: int | None = None, scale: float = 100.0):
@@ -187,6 +199,10 @@ class PairPreprocessor:
         xj = self.target.fit_transform(x_j)
         self.align.fit(xi, xj)
         return self
+
+    def transform(self, x_i: torch.Tensor, x_j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both sides into the KAE's space: (``transform_source(x_i)``, ``transform_target(x_j)``)."""
+        return self.transform_source(x_i), self.transform_target(x_j)
 
     def transform_source(self, x_i: torch.Tensor) -> torch.Tensor:
         return self.align.transform(self.source.transform(x_i))

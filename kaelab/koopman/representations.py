@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -38,9 +39,20 @@ def resolve_layer(names: Sequence[str], layer: int | str, key: str) -> str:
 
 @torch.no_grad()
 def extract(
-    traj: Trajectory, layers: Sequence[str], x: torch.Tensor, batch_size: int = 8192
+    traj: Trajectory, x: torch.Tensor, layers: Sequence[str] | None = None, batch_size: int = 8192
 ) -> dict[str, torch.Tensor]:
-    """The states named ``layers`` of the trajectory for inputs ``x`` (eval mode; the mode is restored)."""
+    """The representations x_1..x_L (KAE paper, Eq. 1: the output of each f_i) named ``layers``
+    (default: every state of the trajectory) for inputs ``x``, as ``{name: [n, d]}``; taken in eval
+    mode (BatchNorm with its running statistics), the module's mode restored afterwards.
+
+    Example:
+        >>> import torch, kaelab as kl
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        >>> traj = kl.trajectory(net, torch.randn(4, 2), stages=["0", "1"], head="2")
+        >>> {name: tuple(r.shape) for name, r in kl.extract(traj, torch.randn(10, 2)).items()}
+        {'0': (10, 8), '1': (10, 8)}
+    """
+    layers = list(traj.names) if layers is None else list(layers)
     missing = [n for n in layers if n not in traj.names]
     if missing:
         raise ConfigError(f"{missing[0]!r} is not a state of the trajectory ({', '.join(traj.names)})")
@@ -79,7 +91,7 @@ def cached_representations(
         tensors = {}
         for split, x in splits.items():
             log.info("extracting %s for %d %s samples", layers, len(x), split)
-            for layer, rep in extract(traj, layers, x).items():
+            for layer, rep in extract(traj, x, layers).items():
                 tensors[f"{split}/{layer}"] = rep.contiguous()
         save_file(tensors, str(tmp / "representations.safetensors"))
 
@@ -92,3 +104,26 @@ def cached_representations(
 
     # a file that cannot be read makes the cache rebuild the entry (ArtifactCache.load)
     return cache.load("representations", key, build, load, {"base_model": base_key, "layers": layers})
+
+
+@dataclass
+class Representations:
+    """The base model's inputs, labels and representations per split (``reps[split][layer]``)."""
+
+    inputs: dict[str, torch.Tensor]
+    labels: dict[str, torch.Tensor]
+    reps: dict[str, dict[str, torch.Tensor]]
+    num_classes: int
+
+
+def split_representations(
+    cache: ArtifactCache, base, layers: Sequence[str], n_samples: int | None = None
+) -> Representations:
+    """Representations of ``layers`` for every split of the base model's data (``base``: a
+    ``kaelab.base_model.BaseModel``), from the cache; only the first ``n_samples`` of each split
+    when given (a smoke test)."""
+    dm = base.datamodule
+    inputs = {s: dm.tensors(s)[0][:n_samples] for s in dm.splits}
+    labels = {s: dm.tensors(s)[1][:n_samples] for s in dm.splits}
+    reps = cached_representations(cache, base.key, base.trajectory, inputs, layers)
+    return Representations(inputs, labels, reps, dm.num_classes)

@@ -28,7 +28,18 @@ import torch
 
 @dataclass
 class Spectrum:
-    """Eigendecomposition of the generator G (modes ordered by |eigenvalue of K|, descending)."""
+    """Eigendecomposition of the generator G = V diag(mu) V^-1 (modes ordered by |eigenvalue of K|,
+    descending): K = exp(G) = V diag(exp(mu)) V^-1 and A = exp(G/k) (Eq. 12) share the modes V.
+
+    Example:
+        >>> import torch, kaelab as kl
+        >>> spec = kl.decompose(torch.diag(torch.tensor([0.0, -1.0, -2.0])), k=10)
+        >>> [round(v, 4) for v in spec.eig_K.abs().tolist()]
+        [1.0, 0.3679, 0.1353]
+        >>> G = torch.diag(torch.tensor([0.0, -1.0, -2.0], dtype=torch.float64))
+        >>> torch.allclose(spec.operator(), torch.linalg.matrix_exp(G))
+        True
+    """
 
     mu: torch.Tensor  # [p] complex128: eigenvalues of G
     V: torch.Tensor  # [p, p] complex128: unit-norm eigenvectors (columns)
@@ -84,7 +95,14 @@ class Spectrum:
 
 
 def decompose(G: torch.Tensor, k: int) -> Spectrum:
-    """Eigendecomposition of the generator ``G`` (K = exp(G), A = exp(G/k))."""
+    """Eigendecomposition of the generator ``G`` of K = exp(G/k)^k = exp(G) (Eq. 12), in float64.
+
+    Example:
+        >>> import torch, kaelab as kl
+        >>> spec = kl.decompose(torch.tensor([[0.0, -1.0], [1.0, 0.0]]), k=4)  # a rotation generator
+        >>> spec.eig_K.abs().tolist(), [round(v, 4) for v in spec.mu.imag.tolist()]
+        ([1.0, 1.0], [1.0, -1.0])
+    """
     mu, V = torch.linalg.eig(G.detach().double())
     order = torch.argsort(mu.real, descending=True, stable=True)  # |exp(mu)| = exp(Re mu)
     return Spectrum(mu[order], V[:, order], k)

@@ -95,7 +95,39 @@ def spectrum_report(spec: Spectrum, K: torch.Tensor, z: torch.Tensor, labels: to
     return m, energy, sep
 
 
+def write_class_mode_table(path: Path, spec: Spectrum, energy: torch.Tensor, sep: torch.Tensor) -> Path:
+    """The class x mode energy table as CSV: one row per mode (eigenvalue of K, eta^2, class shares)."""
+    eig_K = spec.eig_K
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        classes = [f"class_{c}" for c in range(len(energy))]
+        w.writerow(["mode", "eig_K_real", "eig_K_imag", "abs_eig_K", "eta2", *classes])
+        for r in range(energy.shape[1]):
+            lam = eig_K[r]
+            w.writerow([r, lam.real.item(), lam.imag.item(), lam.abs().item(), sep[r].item(), *energy[:, r].tolist()])
+    return path
+
+
+def spectrum_figures(name: str, spec: Spectrum, energy: torch.Tensor, out: Path, class_names=None) -> dict[str, Path]:
+    """The eigenvalues of K and A in the complex plane, and the class x mode energy heatmap."""
+    from kaelab.viz.spectrum import plot_class_mode_energy, plot_operator_eigenvalues
+
+    eig_K, eig_A = spec.eig_K.numpy(), spec.eig_A.numpy()
+    figs = {
+        "spectrum/eigenvalues": plot_operator_eigenvalues(
+            eig_K, eig_A, spec.k, out / "eigenvalues.png", f"{name}: spectrum of the KAE operator"
+        )
+    }
+    shown = torch.argsort(energy.max(0).values, descending=True)[:HEATMAP_MODES].sort().values.tolist()
+    title = f"{name}: class mean observable phi(x_i) per mode\n(train split; {len(shown)} of {len(eig_K)} modes)"
+    figs["spectrum/class_mode_energy"] = plot_class_mode_energy(
+        energy[:, shown].numpy(), shown, eig_K, out / "class_mode_energy.png", title, class_names
+    )
+    return figs
+
+
 def spectrum_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Reads the KAE's groups upstream; writes ``spectrum/*``, the class x mode table and two figures."""
     from kaelab.koopman.pipeline import trained_kae
 
     base, data, art = trained_kae(cfg, run_dir)
@@ -103,54 +135,24 @@ def spectrum_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     spec, hit = cached_spectrum(cfg, art)
     t_decomp = time.perf_counter() - t0
     K = torch.linalg.matrix_exp(art.kae.koopman.G.detach().double())
-    z = observables(art.kae, art.prep.transform_source(data.reps["train"][art.source]))
-    t1 = time.perf_counter()
+    z = observables(art.kae, art.prep.transform_source(data.reps["train"][art.source]))  # training split
     m, energy, sep = spectrum_report(spec, K, z, data.labels["train"], data.num_classes)
-    m["spectrum/table_time_s"] = time.perf_counter() - t1
-    m["spectrum/decompose_time_s"] = t_decomp
-    m["spectrum/time_s"] = m["spectrum/table_time_s"] + t_decomp
+    m["spectrum/table_time_s"] = time.perf_counter() - t0 - t_decomp
+    m.update({"spectrum/decompose_time_s": t_decomp, "spectrum/time_s": time.perf_counter() - t0})
     m.update({"spectrum/cache_hit": hit, "kae/key": art.key, "kae/cache_hit": art.cache_hit})
-
     out = run_dir / "spectrum"
     out.mkdir(parents=True, exist_ok=True)
-    eig_K, eig_A = spec.eig_K, spec.eig_A
-    with open(out / "class_mode_energy.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        classes = [f"class_{c}" for c in range(len(energy))]
-        w.writerow(["mode", "eig_K_real", "eig_K_imag", "abs_eig_K", "eta2", *classes])
-        for r in range(energy.shape[1]):
-            lam = eig_K[r]
-            w.writerow([r, lam.real.item(), lam.imag.item(), lam.abs().item(), sep[r].item(), *energy[:, r].tolist()])
-    from kaelab.viz.spectrum import plot_class_mode_energy, plot_operator_eigenvalues
-
-    figs = {
-        "spectrum/eigenvalues": plot_operator_eigenvalues(
-            eig_K.numpy(), eig_A.numpy(), spec.k, out / "eigenvalues.png", f"{cfg.name}: spectrum of the KAE operator"
-        )
-    }
-    shown = torch.argsort(energy.max(0).values, descending=True)[:HEATMAP_MODES].sort().values.tolist()
-    figs["spectrum/class_mode_energy"] = plot_class_mode_energy(
-        energy[:, shown].numpy(),
-        shown,
-        eig_K.numpy(),
-        out / "class_mode_energy.png",
-        f"{cfg.name}: class mean observable phi(x_i) per mode\n(train split; {len(shown)} of {len(eig_K)} modes)",
-        getattr(base.datamodule, "class_names", None),
-    )
+    write_class_mode_table(out / "class_mode_energy.csv", spec, energy, sep)
+    figs = spectrum_figures(cfg.name, spec, energy, out, getattr(base.datamodule, "class_names", None))
     m.update({f"{k}_figure": str(v) for k, v in figs.items()})
-    loggers = build_loggers(cfg, run_dir, cfg.name)
+    loggers = build_loggers(cfg.logger, run_dir, cfg.name)
     from kaelab.viz.log import log_images
 
     log_images(loggers, figs)
     log_metrics_to(loggers, m)
     log.info(
         "spectrum: radius K %.4g, A %.4g, %d of %d outside the unit circle, cond(V) %.3g, effective rank %.2f, %.2f s",
-        m["spectrum/radius_K"],
-        m["spectrum/radius_A"],
-        m["spectrum/n_outside_unit_circle"],
-        m["spectrum/n_modes"],
-        m["spectrum/cond_V"],
-        m["spectrum/effective_rank"],
-        m["spectrum/time_s"],
-    )
+        m["spectrum/radius_K"], m["spectrum/radius_A"], m["spectrum/n_outside_unit_circle"], m["spectrum/n_modes"],
+        m["spectrum/cond_V"], m["spectrum/effective_rank"], m["spectrum/time_s"],
+    )  # fmt: skip
     return m

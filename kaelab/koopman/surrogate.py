@@ -13,6 +13,7 @@ from torch import nn
 
 from kaelab.koopman.kae import LOSS_TERMS, KoopmanAutoencoder
 from kaelab.koopman.preprocessing import PairPreprocessor
+from kaelab.koopman.representations import extract
 from kaelab.metrics import accuracy_report
 
 
@@ -43,10 +44,13 @@ def state_fvu(pred: torch.Tensor, true: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def mean_loss_terms(kae: KoopmanAutoencoder, x_i: torch.Tensor, x_j: torch.Tensor, batch_size: int) -> dict[str, float]:
-    """Each loss term averaged over a whole split, in batches of the training batch size."""
+def mean_loss_terms(
+    kae: KoopmanAutoencoder, x_i: torch.Tensor, x_j: torch.Tensor, batch_size: int, K: torch.Tensor | None = None
+) -> dict[str, float]:
+    """Each loss term (Eqs. 3-6) averaged over a whole split, in batches of the training batch size,
+    with the KAE's own operator or ``K`` in its place."""
     kae.eval()
-    K = kae.koopman.matrix()
+    K = kae.koopman.matrix() if K is None else K
     sums = dict.fromkeys(LOSS_TERMS, 0.0)
     for start in range(0, len(x_i), batch_size):
         terms = kae.loss_terms(x_i[start : start + batch_size], x_j[start : start + batch_size], K)
@@ -68,6 +72,7 @@ def evaluate_surrogate(
     labels: torch.Tensor,
     num_classes: int,
     split: str = "test",
+    K: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """``base/{split}_acc*``, ``kae/{split}_acc*``, ``kae/agreement`` and ``kae/state_fvu`` for one split.
 
@@ -76,7 +81,7 @@ def evaluate_surrogate(
     """
     net.eval()
     base_pred = net(inputs).argmax(1)
-    x_j_hat = predict_target(kae, prep, x_i)
+    x_j_hat = predict_target(kae, prep, x_i, K=K)
     kae_pred = net.forward_from(target_layer, x_j_hat).argmax(1)
     suffix = "" if split == "test" else f"_{split}"
     metrics: dict[str, Any] = {}
@@ -85,3 +90,41 @@ def evaluate_surrogate(
     metrics[f"kae/agreement{suffix}"] = (kae_pred == base_pred).double().mean().item()
     metrics[f"kae/state_fvu{suffix}"] = state_fvu(x_j_hat, x_j)
     return metrics
+
+
+def surrogate_report(
+    traj: nn.Module,
+    prep: PairPreprocessor,
+    kae,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    source: str,
+    target: str,
+    num_classes: int | None = None,
+    split: str = "test",
+) -> dict[str, Any]:
+    """How well a fitted ``KAE`` stands in for the layers between ``source`` (x_i) and ``target``
+    (x_j) of ``traj`` (KAE paper, Sec. 4, Table 1): x_i -> preprocess (Eqs. 8-11) -> phi, K, phi^-1
+    (Eq. 2) -> inverse preprocessing -> the rest of the network. Returns the base network's and the
+    surrogate's accuracy (top-1 and per-class mean), their agreement and the state FVU of x_j.
+
+    Example:
+        >>> import torch, kaelab as kl
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 6), torch.nn.Tanh(), torch.nn.Linear(6, 6),
+        ...                           torch.nn.Tanh(), torch.nn.Linear(6, 3))
+        >>> x, y = torch.randn(200, 2), torch.randint(0, 3, (200,))
+        >>> traj = kl.trajectory(net, x[:4], stages=["0", "1", "2", "3"], head="4")
+        >>> reps = kl.extract(traj, x)
+        >>> prep = kl.PairPreprocessor().fit(reps["1"], reps["3"])
+        >>> kae = kl.KAE(k=4, hidden=[12], latent_dim=8, epochs=2, batch_size=50)
+        >>> kae = kae.fit(*prep.transform(reps["1"], reps["3"]))
+        >>> report = kl.surrogate_report(traj, prep, kae, x, y, source="1", target="3")
+        >>> sorted(k for k in report if k.startswith("kae/"))[:3]
+        ['kae/agreement', 'kae/state_fvu', 'kae/test_acc']
+    """
+    reps = extract(traj, inputs, [source, target])
+    module = kae.module_ if hasattr(kae, "module_") else kae
+    K = getattr(kae, "operator_", None)
+    n_cls = int(labels.max()) + 1 if num_classes is None else num_classes
+    return evaluate_surrogate(traj, target, module, prep, reps[source], reps[target], inputs, labels, n_cls, split, K=K)

@@ -81,10 +81,20 @@ class Flat(nn.Module):
 
 
 class Trajectory(nn.Module):
-    """prefix (input -> s_0), stages (s_t -> s_{t+1}), head (s_T -> logits), on flat states.
+    """A network as the chain of Eq. 1 (KAE paper): prefix (input -> s_0), stages (s_t -> s_{t+1}),
+    head (s_T -> logits), on flat states; built by ``kaelab.trajectory`` (``Trajectory.of``).
 
     ``names[t]`` names state t (the module path whose output it is), ``widths[t]`` its size,
-    ``input_width`` the size of the flattened network input."""
+    ``input_width`` the size of the flattened network input.
+
+    Example:
+        >>> import torch, kaelab as kl
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        >>> traj = kl.Trajectory.of(net, torch.randn(4, 2), {"stages": ["0", "1"], "head": "2"})
+        >>> x = torch.randn(5, 2)
+        >>> torch.allclose(traj.forward_from("0", traj.states(x)[0]), net(x))
+        True
+    """
 
     def __init__(
         self,
@@ -225,3 +235,24 @@ def _out_features(module: nn.Module) -> int:
     if not linears:
         raise ValueError("a scaling layer must contain a Linear")
     return linears[-1].out_features
+
+
+def trajectory(
+    net: nn.Module, example: torch.Tensor, stages: Sequence[str] | None = None, head: str | None = None
+) -> Trajectory:
+    """Any ``nn.Module`` read as a trajectory through depth (KAE paper, Eq. 1: N(x) = f_L o ... o f_1(x_0)).
+
+    ``stages`` names the modules whose outputs are the states x_1..x_L, in order (``"blocks.*"``:
+    the children of ``blocks``), ``head`` the module mapping the last state to the logits; both
+    default to ``net.trajectory_spec()``. ``example`` is a small input batch on which the chain is
+    checked to reproduce ``net(example)``. The trajectory shares ``net``'s modules (no copy).
+
+    Example:
+        >>> import torch, kaelab as kl
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        >>> traj = kl.trajectory(net, torch.randn(4, 2), stages=["0", "1"], head="2")
+        >>> traj.names, traj.widths
+        (['0', '1'], [8, 8])
+    """
+    spec = None if stages is None and head is None else {"stages": list(stages or []), "head": head}
+    return Trajectory.of(net, example, spec)
