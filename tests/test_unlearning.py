@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kaelab.editing.statistics import KeyStatistics, key_statistics
-from kaelab.editing.targets import alternative_outputs, class_centroids, nearest_rows
+from kaelab.editing.targets import NearestRetained, NearestRetainedCentroid, Retained, class_centroids, nearest_rows
 from kaelab.editing.unlearning import exclusive_energy, unlearn_classes
 from kaelab.koopman.kae import KoopmanAutoencoder
 
@@ -90,9 +90,33 @@ def test_target_strategies_against_brute_force():
     cent = class_centroids(outputs_keep, labels, 4)
     torch.testing.assert_close(cent[1], outputs_keep[labels == 1].mean(0))
     assert torch.isnan(cent[3]).all()  # a class without samples has no centroid
-    v = alternative_outputs("nearest_retained_centroid", W, keys_edit, keys_keep, outputs_keep, labels, 4)
+    retained = Retained(labels, 4, keys=keys_keep, outputs=outputs_keep)
+    v = NearestRetainedCentroid()(W, keys_edit, retained)
     expected = cent[:3][torch.cdist(keys_edit @ W.T, cent[:3]).argmin(1)]
     torch.testing.assert_close(v, expected)
+    v = NearestRetained()(W, keys_edit, retained)
+    torch.testing.assert_close(v, keys_keep[torch.cdist(keys_edit, keys_keep).argmin(1)] @ W.T)
+
+
+def test_retained_samples_are_encoded_only_when_a_rule_reads_them():
+    """Catches a Retained that encodes every retained sample up front (the cost class statistics
+    exist to avoid) or that encodes them again on every read."""
+    calls = []
+
+    def encoded(x):
+        def run():
+            calls.append(1)
+            return x
+
+        return run
+
+    keys, outputs, labels = torch.randn(6, 3), torch.randn(6, 3), torch.tensor([0, 0, 1, 1, 2, 2])
+    retained = Retained(labels, 3, keys=encoded(keys), outputs=encoded(outputs), centroids=torch.zeros(3, 3))
+    NearestRetainedCentroid()(torch.eye(3), torch.randn(4, 3), retained)
+    assert calls == []  # the given centroids suffice
+    NearestRetained()(torch.eye(3), torch.randn(4, 3), retained)
+    NearestRetained()(torch.eye(3), torch.randn(4, 3), retained)
+    assert calls == [1]
 
 
 @pytest.mark.parametrize("targets,redirect", [("nearest_retained_centroid", None), ("class_centroid", 1)])

@@ -25,6 +25,7 @@ reported in the returned info and logged.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 # Cholesky of a matrix whose condition number exceeds this loses all float64 digits: use lstsq
 MAX_COND = 1e13
+FORMS = ("auto", "ExE", "pxp")  # the EMMET system solved: auto picks ExE when E <= p, else pxp
 
 
 @dataclass
@@ -89,7 +91,40 @@ def emmet(
     them, ``preserve_gram`` [p, p] may be given (with ``n_preserve``, their count, for the report;
     kaelab.editing.statistics keeps it per class). ``form``: ``auto`` (E x E when E <= p, else
     p x p), ``ExE`` or ``pxp``.
+    (Gupta et al. 2024; the KAE paper's App. D and Algorithm 1, step 4.)
+
+    Example:
+        >>> import torch, kaelab as kl
+        >>> W = torch.eye(3, dtype=torch.float64)
+        >>> k_edit, v_edit = torch.tensor([[1.0], [0.0], [0.0]]), torch.tensor([[0.0], [1.0], [0.0]])
+        >>> W2, info = kl.emmet(W, k_edit, v_edit, torch.eye(3)[:, 1:], mu=1e-6, lam=0.0)
+        >>> (W2 @ k_edit.double()).round(decimals=4).flatten().tolist(), info.form
+        ([0.0, 1.0, 0.0], 'ExE')
     """
+    _check_inputs(W, keys_edit, values_edit, keys_preserve, preserve_gram, mu, lam, form)
+    p = W.shape[0]
+    n_edit = keys_edit.shape[1]
+    if form == "auto":
+        form = "ExE" if n_edit <= p else "pxp"
+    if keys_preserve is not None:
+        n_preserve = keys_preserve.shape[1]
+    info = EditInfo(form=form, n_edit=n_edit, n_preserve=int(n_preserve or 0), cond=float("nan"))
+
+    W64, K_E, V_E = (t.to(torch.float64) for t in (W, keys_edit, values_edit))
+    if preserve_gram is None:
+        K0 = keys_preserve.to(torch.float64)
+        C0 = K0 @ K0.T
+    else:
+        C0 = preserve_gram.to(torch.float64).clone()
+    if mu:
+        C0.diagonal().add_(mu)
+    R = V_E - W64 @ K_E  # [p, E]
+    delta = _delta_exe(R, K_E, C0, lam, info) if form == "ExE" else _delta_pxp(R, K_E, C0, lam, info)
+    return (W64 + delta).to(W.dtype), info
+
+
+def _check_inputs(W, keys_edit, values_edit, keys_preserve, preserve_gram, mu: float, lam: float, form: str) -> None:
+    """One-line ConfigErrors for shapes, counts and settings EMMET cannot solve with."""
     if W.ndim != 2 or W.shape[0] != W.shape[1]:
         raise ConfigError(f"EMMET edits a square operator, got shape {tuple(W.shape)}")
     p = W.shape[0]
@@ -107,40 +142,27 @@ def emmet(
         raise ConfigError(f"EMMET needs one target per edit key, got {keys_edit.shape[1]} and {values_edit.shape[1]}")
     if keys_edit.shape[1] == 0:
         raise ConfigError("EMMET needs at least one edit key")
-    if mu < 0 or lam < 0:
+    if not (math.isfinite(mu) and math.isfinite(lam)) or mu < 0 or lam < 0:
         raise ConfigError(f"EMMET regularisers must be >= 0, got mu={mu}, lambda={lam}")
-    if form not in ("auto", "ExE", "pxp"):
+    if form not in FORMS:
         raise ConfigError(f"EMMET form must be auto, ExE or pxp, got {form!r}")
-    n_edit = keys_edit.shape[1]
-    if form == "auto":
-        form = "ExE" if n_edit <= p else "pxp"
-    if keys_preserve is not None:
-        n_preserve = keys_preserve.shape[1]
-    info = EditInfo(form=form, n_edit=n_edit, n_preserve=int(n_preserve or 0), cond=float("nan"))
 
-    W64, K_E, V_E = (t.to(torch.float64) for t in (W, keys_edit, values_edit))
-    if preserve_gram is None:
-        K0 = keys_preserve.to(torch.float64)
-        C0 = K0 @ K0.T
-    else:
-        C0 = preserve_gram.to(torch.float64).clone()
-    if mu:
-        C0.diagonal().add_(mu)
-    R = V_E - W64 @ K_E  # [p, E]
-    if form == "ExE":
-        # Delta = R (K_E^T C0^-1 K_E + lam I)^-1 K_E^T C0^-1
-        C0inv_KE = _spd_solve(C0, K_E, "C0 = K0 K0^T + mu I", info)  # [p, E]
-        cond_c0 = info.cond
-        A = K_E.T @ C0inv_KE  # [E, E]
-        if lam:
-            A.diagonal().add_(lam)
-        X = _spd_solve(A, R.T, "K_E^T C0^-1 K_E + lambda I", info)  # [E, p] = A^-1 R^T
-        delta = X.T @ C0inv_KE.T  # R A^-1 K_E^T C0^-1 (C0 symmetric)
-        info.notes.append(f"cond(C0)={cond_c0:.3g}")
-    else:
-        # Delta = R K_E^T (K_E K_E^T + lam C0)^-1
-        S = K_E @ K_E.T
-        if lam:
-            S = S + lam * C0
-        delta = _spd_solve(S, (R @ K_E.T).T, "K_E K_E^T + lambda C0", info).T
-    return (W64 + delta).to(W.dtype), info
+
+def _delta_exe(R: torch.Tensor, K_E: torch.Tensor, C0: torch.Tensor, lam: float, info: EditInfo) -> torch.Tensor:
+    """Delta = R (K_E^T C0^-1 K_E + lam I)^-1 K_E^T C0^-1 (the E x E form)."""
+    C0inv_KE = _spd_solve(C0, K_E, "C0 = K0 K0^T + mu I", info)  # [p, E]
+    cond_c0 = info.cond
+    A = K_E.T @ C0inv_KE  # [E, E]
+    if lam:
+        A.diagonal().add_(lam)
+    X = _spd_solve(A, R.T, "K_E^T C0^-1 K_E + lambda I", info)  # [E, p] = A^-1 R^T
+    info.notes.append(f"cond(C0)={cond_c0:.3g}")
+    return X.T @ C0inv_KE.T  # R A^-1 K_E^T C0^-1 (C0 symmetric)
+
+
+def _delta_pxp(R: torch.Tensor, K_E: torch.Tensor, C0: torch.Tensor, lam: float, info: EditInfo) -> torch.Tensor:
+    """Delta = R K_E^T (K_E K_E^T + lam C0)^-1 (the p x p form, by the push-through identity)."""
+    S = K_E @ K_E.T
+    if lam:
+        S = S + lam * C0
+    return _spd_solve(S, (R @ K_E.T).T, "K_E K_E^T + lambda C0", info).T

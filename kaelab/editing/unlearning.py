@@ -6,7 +6,7 @@ and the classes to forget:
 1. Z_del = phi(x_j) of the forgotten classes; Z_keep = phi(x_j) of the others;
 2. X_mem = K^-1 Z_del (the latent inputs that produce them; K^-1 = exp(-G) always exists),
    X_keep = phi(x_i) of the retained samples;
-3. Z_new = alternative outputs for X_mem (kaelab.editing.targets);
+3. Z_new = alternative outputs for X_mem (a target rule, kaelab.editing.targets);
 4. K' = EMMET(K, {X_mem, Z_new}, preserving X_keep) (kaelab.editing.emmet);
 5. the surrogate then predicts phi^-1(K' phi(x_i)).
 
@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from kaelab.editing.emmet import EditInfo, emmet
 from kaelab.editing.statistics import KeyStatistics
-from kaelab.editing.targets import alternative_outputs, centroid_outputs
+from kaelab.editing.targets import Retained, TargetRule, target_rule
 from kaelab.errors import ConfigError, check_choice
 from kaelab.koopman.kae import KoopmanAutoencoder
 
@@ -38,6 +39,7 @@ class OperatorEdit:
     time_s: float  # the whole of Algorithm 1 (encoding, keys, targets, EMMET)
     solve_time_s: float  # EMMET alone
     exclusive_energy: float  # of the edit keys, outside the retained keys' principal subspace
+    metrics: dict[str, Any] = field(default_factory=dict)  # the strategy's own (edit/...), for metrics.json
 
 
 def exclusive_energy(
@@ -78,7 +80,7 @@ def unlearn_classes(
     labels: torch.Tensor,
     forget: Sequence[int],
     num_classes: int,
-    targets: str = "nearest_retained",
+    targets: str | TargetRule = "nearest_retained_centroid",
     redirect_to: int | None = None,
     keys: str = "inverse",
     mu: float = 0.1,
@@ -88,10 +90,22 @@ def unlearn_classes(
 ) -> OperatorEdit:
     """Algorithm 1 on preprocessed training pairs (x_i, x_j) [n, d]: the edited operator K'.
 
-    With ``stats`` (kaelab.editing.statistics, computed from the same pairs) the retained samples
-    enter through their per-class sums and are not encoded again, except for the reference's
-    ``nearest_retained`` targets, which need every retained key."""
+    ``targets``: a built-in rule's name (kaelab.editing.targets.TARGET_RULES; ``redirect_to`` is
+    class_centroid's destination) or a ``TargetRule``. With ``stats`` (kaelab.editing.statistics,
+    computed from the same pairs) the retained samples enter through their per-class sums and are
+    not encoded, unless the rule reads every retained key (the reference's ``nearest_retained``).
+    ``emmet_edit`` is the same on a fitted ``kaelab.KAE``.
+
+    Example:
+        >>> import torch, kaelab as kl
+        >>> x, y = torch.randn(90, 3), torch.arange(90) % 3
+        >>> kae = kl.KAE(k=2, hidden=[8], latent_dim=4, epochs=1, batch_size=30).fit(x, x)
+        >>> edit = kl.unlearn_classes(kae.module_, x, x, y, forget=[1], num_classes=3)
+        >>> edit.K_after.shape, edit.info.n_edit, edit.info.n_preserve
+        (torch.Size([4, 4]), 30, 60)
+    """
     check_choice(keys, KEY_SOURCES, "edit.keys_from")
+    rule = target_rule(targets, redirect_to)
     if stats is not None and stats.num_classes != num_classes:
         raise ConfigError(f"key statistics of {stats.num_classes} classes given for a {num_classes}-class edit")
     t0 = time.perf_counter()
@@ -107,17 +121,18 @@ def unlearn_classes(
         keys_edit = z_del @ torch.linalg.matrix_exp(-G).T
     else:
         keys_edit = encode(kae, x_i[mask]).double()
-    if stats is not None and targets != "nearest_retained":  # steps 1b, 2b and 3 from the class sums
+    retained = Retained(  # steps 1b and 2b, encoded only if the rule (or C0 without stats) reads them
+        labels[~mask],
+        num_classes,
+        keys=lambda: encode(kae, x_i[~mask]).double(),
+        outputs=lambda: encode(kae, x_j[~mask]).double(),
+        centroids=None if stats is None else stats.output_centroids(forget),
+    )
+    values = rule(K, keys_edit, retained)  # step 3
+    if stats is not None:
         keep_gram, n_keep = stats.preserve_gram(forget), stats.n_preserved(forget)
-        values = centroid_outputs(targets, K, keys_edit, stats.output_centroids(forget), redirect_to)
     else:
-        keys_keep = encode(kae, x_i[~mask]).double()  # step 2b
-        keep_gram, n_keep = keys_keep.T @ keys_keep, len(keys_keep)
-        labels_keep = labels[~mask]
-        outputs_keep = encode(kae, x_j[~mask]).double() if targets != "nearest_retained" else keys_keep @ K.T
-        values = alternative_outputs(  # step 3
-            targets, K, keys_edit, keys_keep, outputs_keep, labels_keep, num_classes, redirect_to
-        )
+        keep_gram, n_keep = retained.keys.T @ retained.keys, len(retained.labels)
     t1 = time.perf_counter()
     K_after, info = emmet(  # step 4
         K, keys_edit.T, values.T, None, mu=mu, lam=lam, form=form, preserve_gram=keep_gram, n_preserve=n_keep
@@ -128,3 +143,33 @@ def unlearn_classes(
 
 def spectral_radius(K: torch.Tensor) -> float:
     return torch.linalg.eigvals(K.double()).abs().max().item()
+
+
+def emmet_edit(
+    kae,
+    x_i: torch.Tensor,
+    x_j: torch.Tensor,
+    labels: torch.Tensor,
+    forget: Sequence[int],
+    *,
+    num_classes: int | None = None,
+    **settings,
+):
+    """Unlearn the classes ``forget`` from a fitted ``kaelab.KAE`` by editing its operator with EMMET
+    (KAE paper, Sec. 4.3, Algorithm 1, App. D; Gupta et al. 2024): a new KAE whose surrogate
+    predicts phi^-1(K' phi(x_i)); ``kae`` itself is unchanged. ``x_i``, ``x_j``, ``labels``: the
+    preprocessed TRAINING pairs (what the KAE was fitted on); ``settings``: ``unlearn_classes``'s
+    (``targets`` rule, ``redirect_to``, ``keys``, ``mu``, ``lam``, ``form``). The edit's record
+    (``OperatorEdit``: K before and after, how EMMET was solved) is the new KAE's ``edit_["edit"]``.
+
+    Example:
+        >>> import torch, kaelab as kl
+        >>> x, y = torch.randn(90, 3), torch.arange(90) % 3
+        >>> kae = kl.KAE(k=2, hidden=[8], latent_dim=4, epochs=1, batch_size=30).fit(x, x)
+        >>> edited = kl.emmet_edit(kae, x, x, y, forget=[2], targets="class_centroid", redirect_to=0)
+        >>> edited.edited, kae.edited, torch.equal(edited.operator_, kae.operator_)
+        (True, False, False)
+    """
+    n_cls = int(labels.max()) + 1 if num_classes is None else num_classes
+    edit = unlearn_classes(kae.module_, x_i, x_j, labels, forget, n_cls, **settings)
+    return kae.with_operator(edit.K_after, edit=edit, forget=sorted(forget))
