@@ -97,7 +97,7 @@ def test_mst_fast_path_equals_gudhi_exactly(n, dim):
 def test_float32_tree_is_certified_and_repaired():
     """Four points whose two candidate closing edges differ by 1e-9: float32 cannot tell them apart
     and Prim keeps the longer one; the certification measures it in float64 and swaps it out."""
-    from kaelab.topology.betti import _prim, pairwise_sq_distances
+    from kaelab.topology.persistence import _prim, pairwise_sq_distances
 
     x = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0 + 1e-9], [0.0, 1.0]])
     centred = torch.as_tensor(x - x.mean(0)).float()

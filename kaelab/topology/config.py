@@ -1,18 +1,34 @@
-"""Config schema of the topology stage (``topology`` group; conf/topology/*.yaml).
+"""Config schema of the topology stage (``topology`` group; conf/topology/*.yaml) and its one check.
 
 Defaults: the KAE paper's MNIST settings (Figure 3: eps 0.166 for the network's layers, 0.14 for
-the KAE's decoded steps, in the preprocessed space of Sec. 3.3).
+the KAE's decoded steps, in the preprocessed space of Sec. 3.3). The defaults this schema shares
+with the pure functions of ``kaelab.topology.betti`` (backend, beta_1 backend, edge collapse,
+highest dimension) are the constants below, read by both.
+
+``topology.backend`` and ``topology.h1_backend`` take a built-in name (``mst``, ``gudhi``,
+``giotto``: shorthands for ``_target_`` paths, ``kaelab.topology.backends.BUILTIN``) or a
+``_target_`` config of any class with ``diagrams(points, maxdim, max_edge_length)``, e.g.
+``topology.backend={_target_:mypkg.MyBackend,scale:2}``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
+
+from kaelab.errors import ConfigError, check_choice
+from kaelab.topology.defaults import DEFAULT_BACKEND, DEFAULT_COLLAPSE, DEFAULT_H1_BACKEND, MAX_DIM
+
+SPLITS = ("train", "val", "test")
+FLOAT_KEYS = ("layer_eps", "step_eps", "eps_min", "eps_max")
+SIZE_KEYS = ("n_points", "curve_points", "figure_points", "eps_num", "figure_steps")  # integers >= 1
+MIN_SIZE = {"eps_num": 2, "figure_steps": 2}  # a grid and a figure of steps need both ends
 
 
 @dataclass
 class TopologyConfig:
-    backend: str = "mst"  # beta_0: mst (exact, one minimum spanning tree) | gudhi | giotto; beta_1: gudhi (giotto)
+    backend: Any = DEFAULT_BACKEND  # beta_0: mst | gudhi | giotto, or a _target_ config (one interface: backends.py)
     split: str = "test"  # data split whose representations are measured
     seed: int = 0  # subsample seed
     n_points: Optional[int] = None  # beta_0 of every layer and KAE step on this many points (None: the whole split)
@@ -24,13 +40,56 @@ class TopologyConfig:
     curve_points: Optional[int] = (
         2000  # points for the Betti curves (None: all; beta_1 needs the Rips complex: keep it small)
     )
-    maxdim: int = 1  # highest Betti number of the curves (0 or 1)
+    maxdim: int = MAX_DIM  # highest Betti number of the curves (0 or 1)
     eps_min: float = 0.0  # Betti-curve grid: eps_num values from eps_min to eps_max
     eps_max: Optional[float] = None  # None: 1.1 x the longest MST edge of the original x_j (beta_0 reaches 1)
     eps_num: int = 100
-    h1_backend: str = "giotto"  # beta_1 of the curves: giotto (ripser) | gudhi (Rips + expansion; see betti.py)
-    collapse_edges: bool = False  # edge collapse before the expansion: helps at small eps only (see betti.py)
+    h1_backend: Any = DEFAULT_H1_BACKEND  # beta_1 of the curves: giotto (ripser) | gudhi | a _target_ config
+    collapse_edges: bool = DEFAULT_COLLAPSE  # given to a backend that takes ``collapse`` and sets none
     figures: bool = True
     figure_points: Optional[int] = 2000  # points per PCA panel (None: the whole split)
     figure_steps: int = 6  # KAE steps shown in the PCA figure (evenly spaced, first and last included)
     reference_layers: Optional[list[int]] = None  # published beta_0 per layer, drawn beside ours (MNIST: the paper's)
+
+
+def _check_float(tc: Any, key: str) -> None:
+    value = getattr(tc, key)
+    if value is None and key == "eps_max":  # optional: from the data
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"topology.{key}={value} must be a finite filtration value >= 0")
+
+
+def _check_size(tc: Any, key: str) -> None:
+    value, low = getattr(tc, key), MIN_SIZE.get(key, 1)
+    if value is None and key not in MIN_SIZE:  # optional: the whole split
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"topology.{key}={value} must be an integer >= {low}")
+
+
+def check_topology_config(tc: Any) -> None:
+    """Every setting of the ``topology`` group, checked once before any work: a one-line
+    ConfigError naming the key. ``tc`` is the group's node (``cfg.topology``). The backends are
+    checked without being built (their ``_target_`` imported and its arguments bound). Takes the
+    group's DictConfig or a ``TopologyConfig``."""
+    from kaelab.topology.backends import check_backend_spec  # imports torch: not at schema import
+
+    if tc is None:
+        raise ConfigError(
+            "task=topology needs a topology config: add +topology=default or use +experiment=yinyang_topology"
+        )
+    for key in FLOAT_KEYS:
+        _check_float(tc, key)
+    if tc.eps_max is not None and not tc.eps_max > tc.eps_min:
+        raise ConfigError(f"topology.eps_max={tc.eps_max} must be larger than topology.eps_min={tc.eps_min}")
+    for key in SIZE_KEYS:
+        _check_size(tc, key)
+    if tc.maxdim not in range(MAX_DIM + 1):
+        raise ConfigError(f"topology.maxdim={tc.maxdim} must be 0 or 1")
+    check_choice(tc.split, SPLITS, "topology.split")
+    for value in tc.reference_layers or []:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"topology.reference_layers={list(tc.reference_layers)}: a beta_0 is an integer >= 1")
+    check_backend_spec(tc.backend, "topology.backend", collapse=tc.collapse_edges)
+    check_backend_spec(tc.h1_backend, "topology.h1_backend", collapse=tc.collapse_edges, needs_h1=True)

@@ -4,21 +4,26 @@ KAE paper, Sec. 4.1-4.2 and Figures 2, 3, B1, B2. From the cached base model and
 
 1. beta_0 at ``topology.layer_eps`` of every representation of the base model, each preprocessed
    as in Sec. 3.3 (mean-centre, PCA, Frobenius norm ``kae.scale`` of the training matrix; fitted
-   on the training split, applied to ``topology.split``);
+   on the training split, applied to ``topology.split``): ``depth_beta0``;
 2. beta_0 at ``topology.step_eps`` of the KAE's k+1 decoded intermediate states (in the
-   preprocessed space of x_j, where the decoder maps);
+   preprocessed space of x_j, where the decoder maps): ``steps_beta0``;
 3. Betti curves (beta_0, beta_1) of x_j in its preprocessed ("original") space and in the KAE's
    observable space (the encoder's image), with their distance (L1 between curves, bottleneck
-   between diagrams).
+   between diagrams): ``xj_betti_curves``;
+4. the figures: ``topology_figures``.
 
-Writes ``topology/...`` metrics (metrics.json), ``topology_layers.csv``, ``topology_steps.csv``,
-``topology_curves.csv``, ``topology_diagrams.csv`` and the figures into the run directory.
+The persistence backends (``topology.backend``, ``topology.h1_backend``) are built once, from a
+name or a ``_target_`` config (kaelab.topology.backends). Writes ``topology/...`` metrics
+(metrics.json), ``topology_layers.csv``, ``topology_steps.csv``, ``topology_curves.csv``,
+``topology_diagrams.csv`` and the figures into the run directory.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,58 +32,31 @@ import torch
 from omegaconf import DictConfig
 
 from kaelab.base_model import base_model
-from kaelab.errors import ConfigError, check_choice
+from kaelab.errors import ConfigError
 from kaelab.fileio import write_csv
-from kaelab.koopman.preprocessing import Chain, FrobeniusNormalize, MeanCenter, PCAProjection
+from kaelab.koopman.config import KAEConfig
+from kaelab.koopman.pipeline import (
+    KAEArtifact,
+    Representations,
+    base_representations,
+    cached_kae,
+    kae_layers,
+)
+from kaelab.koopman.preprocessing import Chain, FrobeniusNormalize, MeanCenter, PCAProjection, Transform
 from kaelab.topology import betti as B
+from kaelab.topology.backends import backend_label, resolve_backend
 from kaelab.training import build_loggers, log_metrics_to
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
-SPACES = ("original", "observable")
+SUBSAMPLES = ("n_points", "curve_points", "figure_points")  # topology.<key>: subsample of the split
 
 
-def check_topology_config(cfg: DictConfig) -> DictConfig:
-    """Fail fast (before any training) on invalid topology settings."""
-    tc = cfg.topology
-    if tc is None:
-        raise ConfigError(
-            "task=topology needs a topology config: add +topology=default or use +experiment=yinyang_topology"
-        )
-    B.check_backend(tc.backend)
-    if tc.h1_backend not in ("gudhi", "giotto"):
-        raise ConfigError(f"topology.h1_backend must be gudhi or giotto, got {tc.h1_backend!r}")
-    B.check_eps(tc.layer_eps, "topology.layer_eps")
-    B.check_eps(tc.step_eps, "topology.step_eps")
-    B.check_eps(tc.eps_min, "topology.eps_min")
-    if tc.eps_max is not None and not tc.eps_max > tc.eps_min:
-        raise ConfigError(f"topology.eps_max={tc.eps_max} must be larger than topology.eps_min={tc.eps_min}")
-    if tc.eps_num < 2:
-        raise ConfigError(f"topology.eps_num={tc.eps_num} must be >= 2")
-    if tc.maxdim not in (0, 1):
-        raise ConfigError(f"topology.maxdim={tc.maxdim} must be 0 or 1")
-    check_choice(tc.split, SPLITS, "topology.split")
-    for key in ("n_points", "curve_points", "figure_points"):
-        if tc[key] is not None and tc[key] < 1:
-            raise ConfigError(f"topology.{key}={tc[key]} must be >= 1")
-    if tc.figure_steps < 2:
-        raise ConfigError(f"topology.figure_steps={tc.figure_steps} must be >= 2")
-    return tc
-
-
+# ----------------------------------------------------------------------------------------- pieces
 def layer_preprocessor(train: torch.Tensor, q: int | None, scale: float) -> Chain:
     """Sec. 3.3 for one layer: centre, project on the top-q principal directions, normalise."""
     q = None if q is None else min(q, train.shape[1])
     return Chain(MeanCenter(), PCAProjection(q), FrobeniusNormalize(scale)).fit(train)
-
-
-def beta0_values(pts: torch.Tensor, eps: list[float], backend: str) -> tuple[list[int], np.ndarray | None]:
-    """beta_0 at each eps, and the MST edge lengths when the backend is ``mst`` (the whole curve)."""
-    if backend == "mst":
-        lengths = B.mst_edges(pts)[1]
-        return [int(v) for v in B.beta0_from_mst(lengths, eps)], lengths
-    return [int(v) for v in B.betti_curves(pts, eps, 0, backend)[0]], None
 
 
 def eps_for_beta0(lengths: np.ndarray, target: int) -> float | None:
@@ -102,255 +80,304 @@ def kae_trajectory(kae, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor
     return torch.cat([kae.trajectory(xb)[1] for xb in x.split(batch_size)], dim=1)
 
 
-def topology_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    tc = check_topology_config(cfg)
-    t_start = time.perf_counter()
-    have_kae = cfg.kae is not None
-    if have_kae:
-        from kaelab.koopman.pipeline import check_kae_config
+@dataclass
+class TopologyInputs:
+    """What the stage measures: the base model's representations, the KAE (None without
+    ``cfg.kae``), the layers x_i and x_j, the subsamples of ``topology.split`` (``SUBSAMPLES``),
+    and the preprocessing settings (``kae.q``, ``kae.scale``)."""
 
-        src, tgt = check_kae_config(cfg)
+    names: list[str]
+    src: str
+    tgt: str
+    data: Representations
+    art: KAEArtifact | None
+    subsample: dict[str, torch.Tensor]
+    split: str
+    q: int | None
+    scale: float
+    base_cache_hit: bool
+
+    def points(self, layer: str, subsample: str) -> torch.Tensor:
+        """Raw representations of ``layer`` at one subsample of the measured split."""
+        return self.data.reps[self.split][layer][self.subsample[subsample]]
+
+
+def topology_inputs(cfg: DictConfig, tc: DictConfig, run_dir: Path) -> TopologyInputs:
+    """The cached base model, its representations, the subsamples and the cached KAE."""
+    src, tgt = kae_layers(cfg) if cfg.kae is not None else (None, None)
     base = base_model(cfg, run_dir / "base_model")
     names = base.trajectory.names
-    if not have_kae:
-        src, tgt = names[0], names[-1]
-    from kaelab.koopman.pipeline import base_representations, cached_kae
-
+    src, tgt = src or names[0], tgt or names[-1]
     data = base_representations(cfg, base, (names if tc.layers else []) + [src, tgt])
     if tc.split not in data.inputs:
         raise ConfigError(f"topology.split={tc.split!r} is not a split of the data ({', '.join(data.inputs)})")
-    n_split = len(data.inputs[tc.split])
-    idx = B.subsample_indices(n_split, tc.n_points, tc.seed, f"topology.n_points (of the {tc.split} split)")
-    curve_idx = B.subsample_indices(
-        n_split, tc.curve_points, tc.seed, f"topology.curve_points (of the {tc.split} split)"
-    )
-    fig_idx = B.subsample_indices(
-        n_split, tc.figure_points, tc.seed, f"topology.figure_points (of the {tc.split} split)"
-    )
-    art = cached_kae(cfg, base, data, src, tgt, run_dir / "kae") if have_kae else None
-    q = cfg.kae.q if have_kae else None
-    scale = float(cfg.kae.scale) if have_kae else 100.0
-    reps, labels = data.reps[tc.split], data.labels[tc.split]
-
-    metrics: dict[str, Any] = {
-        "topology/backend": tc.backend,
-        "topology/split": tc.split,
-        "topology/n_points": len(idx),
-        "topology/layer_eps": tc.layer_eps,
-        "topology/step_eps": tc.step_eps,
-        "base/cache_hit": base.cache_hit,
+    n = len(data.inputs[tc.split])
+    subsample = {
+        key: B.subsample_indices(n, tc[key], tc.seed, f"topology.{key} (of the {tc.split} split)") for key in SUBSAMPLES
     }
-    if art is not None:
-        metrics.update({"kae/cache_hit": art.cache_hit, "kae/key": art.key})
-    images: dict[str, Path] = {}
-    matched: dict[str, Any] = {}
-    fig_panels_layers: dict[str, torch.Tensor] = {}
-    layer_beta0: list[int] = []
+    art = cached_kae(cfg, base, data, src, tgt, run_dir / "kae") if cfg.kae is not None else None
+    q, scale = (cfg.kae.q, float(cfg.kae.scale)) if cfg.kae is not None else (None, KAEConfig.scale)
+    return TopologyInputs(names, src, tgt, data, art, subsample, tc.split, q, scale, base.cache_hit)
 
-    # 1. beta_0 through depth (Figure 3 top left) and the layers' PCs (Figures B1/B2)
-    if tc.layers:
-        rows = []
-        t0 = time.perf_counter()
-        # the KAE's own preprocessing of x_i and x_j is this same fit (without the rotation of x_i)
-        fitted = {art.source: art.prep.source, art.target: art.prep.target} if art is not None else {}
-        lengths: list[np.ndarray | None] = []
-        for j, name in enumerate(names):
-            prep = fitted.get(name) or layer_preprocessor(data.reps["train"][name], q, scale)
-            pts = prep.transform(reps[name][idx])
-            (b0,), mst = beta0_values(pts, [tc.layer_eps], tc.backend)
-            layer_beta0.append(b0)
-            lengths.append(mst)
-            metrics[f"topology/layer/{j}_{name}/beta0"] = b0
-            fig_panels_layers[f"L{j} ({name}): beta_0={b0}"] = prep.transform(reps[name][fig_idx])
-            log.info("layer %d %s: beta_0(%.4g) = %d on %d points", j, name, tc.layer_eps, b0, len(idx))
-        metrics["topology/beta0_layers"] = layer_beta0
-        # the scale at which the first layer has the reference's beta_0 (the paper's preprocessing
-        # scale is not ours): every layer at that eps, and the steps at step_eps times the same factor
-        if tc.reference_layers and lengths[0] is not None:
-            eps_m = eps_for_beta0(lengths[0], int(tc.reference_layers[0]))
-            if eps_m is not None:
-                matched = {"layer_eps": eps_m, "scale": eps_m / tc.layer_eps if tc.layer_eps > 0 else float("nan")}
-                matched["beta0_layers"] = [int(B.beta0_from_mst(m, [eps_m])[0]) for m in lengths]
-                metrics.update({f"topology/matched/{k}": v for k, v in matched.items()})
-                log.info(
-                    "at eps %.4g (layer 0 has %d components): beta_0 per layer %s",
-                    eps_m,
-                    tc.reference_layers[0],
-                    matched["beta0_layers"],
-                )
-        rows = [
-            [
-                j,
-                name,
-                b,
-                tc.layer_eps,
-                matched.get("beta0_layers", [None] * len(names))[j],
-                matched.get("layer_eps"),
-                len(idx),
-            ]
-            for j, (name, b) in enumerate(zip(names, layer_beta0, strict=True))
-        ]
-        metrics["topology/layers_time_s"] = time.perf_counter() - t0
-        write_csv(
-            run_dir / "topology_layers.csv",
-            ["layer_index", "layer", "beta0", "eps", "beta0_matched", "eps_matched", "n_points"],
-            rows,
-        )
 
-    # 2. beta_0 of the KAE's decoded steps (Figure 3 top right) and their PCs (Figure 3 bottom)
-    step_beta0: list[int] = []
-    fig_panels_steps: dict[str, torch.Tensor] = {}
-    if tc.steps and art is not None:
-        t0 = time.perf_counter()
-        decoded = kae_trajectory(art.kae, art.prep.transform_source(reps[src][idx]))
-        fig_decoded = kae_trajectory(art.kae, art.prep.transform_source(reps[src][fig_idx]))
-        step_eps = [tc.step_eps] + ([tc.step_eps * matched["scale"]] if "scale" in matched else [])
-        step_matched: list[int] = []
-        for t in range(decoded.shape[0]):
-            values, _ = beta0_values(decoded[t], step_eps, tc.backend)
-            step_beta0.append(values[0])
-            step_matched += values[1:]
-        del decoded
-        if step_matched:
-            matched.update({"step_eps": step_eps[1], "beta0_steps": step_matched})
-            metrics["topology/matched/step_eps"] = step_eps[1]
-            metrics["topology/matched/beta0_steps"] = step_matched
-        k = len(step_beta0) - 1
-        for t in selected_steps(k, tc.figure_steps):
-            fig_panels_steps[f"step {t}/{k}: beta_0={step_beta0[t]}"] = fig_decoded[t]
-        metrics["topology/beta0_steps"] = step_beta0
-        metrics["topology/beta0_step_first"] = step_beta0[0]
-        metrics["topology/beta0_step_last"] = step_beta0[-1]
-        metrics["topology/beta0_steps_nonincreasing"] = bool(
-            all(a >= b for a, b in zip(step_beta0[:-1], step_beta0[1:], strict=True))
-        )
-        metrics["topology/steps_time_s"] = time.perf_counter() - t0
-        write_csv(
-            run_dir / "topology_steps.csv",
-            ["step", "beta0", "eps", "beta0_matched", "eps_matched", "n_points"],
-            [
-                [t, b, tc.step_eps, step_matched[t] if step_matched else None, matched.get("step_eps"), len(idx)]
-                for t, b in enumerate(step_beta0)
-            ],
-        )
-        log.info("KAE steps: beta_0(%.4g) = %s", tc.step_eps, step_beta0)
+def layer_preprocessors(inp: TopologyInputs) -> dict[str, Transform]:
+    """Sec. 3.3 for every layer, fitted on the training split: the KAE's own fit for x_i and x_j
+    (without x_i's rotation onto x_j), the same fit made here for every other layer."""
+    fitted = {inp.art.source: inp.art.prep.source, inp.art.target: inp.art.prep.target} if inp.art else {}
+    return {
+        name: fitted.get(name) or layer_preprocessor(inp.data.reps["train"][name], inp.q, inp.scale)
+        for name in inp.names
+    }
 
-    # 3. Betti curves of x_j in the original and the observable space (Figure 2B)
-    curve_clouds: dict[str, torch.Tensor] = {}
-    if tc.curves:
-        t0 = time.perf_counter()
-        if art is not None:
-            original = art.prep.transform_target(reps[tgt][curve_idx])
-            with torch.no_grad():
-                art.kae.eval()
-                observable = art.kae.encoder(original)
-            curve_clouds = {"original": original, "observable": observable}
-        else:
-            prep = layer_preprocessor(data.reps["train"][tgt], q, scale)
-            curve_clouds = {"original": prep.transform(reps[tgt][curve_idx])}
-        eps_max = tc.eps_max
-        if eps_max is None:
-            eps_max = 1.1 * float(B.mst_edges(curve_clouds["original"])[1].max(initial=0.0))
-            eps_max = max(eps_max, tc.eps_min + 1e-12)
-        grid = B.eps_grid(tc.eps_min, eps_max, tc.eps_num)
-        diagrams = {
-            space: B.persistence_diagrams(cloud, tc.maxdim, eps_max, tc.backend, tc.collapse_edges, tc.h1_backend)
-            for space, cloud in curve_clouds.items()
-        }
-        curves = {space: {k: B.betti_from_bars(d, grid) for k, d in enumerate(dg)} for space, dg in diagrams.items()}
-        metrics["topology/curves/eps_max"] = eps_max
-        metrics["topology/curves/n_points"] = len(curve_idx)
-        for space, c in curves.items():
-            for k, v in c.items():
-                metrics[f"topology/curves/{space}/beta{k}_max"] = int(v.max())
-        if "observable" in curves:
-            total = 0.0
-            for k in range(tc.maxdim + 1):
-                dist = B.curve_distance(curves["original"][k], curves["observable"][k], grid)
-                bott = B.bottleneck(
-                    B.truncate_diagram(diagrams["original"][k], eps_max),
-                    B.truncate_diagram(diagrams["observable"][k], eps_max),
-                )
-                metrics[f"topology/curves/distance_h{k}"] = dist
-                metrics[f"topology/curves/bottleneck_h{k}"] = bott
-                total += dist
-            metrics["topology/curves/distance"] = total
-        header = ["eps"] + [f"{s}_beta{k}" for s in curves for k in range(tc.maxdim + 1)]
-        cols = [grid] + [curves[s][k] for s in curves for k in range(tc.maxdim + 1)]
-        write_csv(
-            run_dir / "topology_curves.csv", header, [list(r) for r in zip(*[c.tolist() for c in cols], strict=True)]
-        )
-        write_csv(
-            run_dir / "topology_diagrams.csv",
-            ["space", "dim", "birth", "death"],
-            [[s, k, b, d] for s, dg in diagrams.items() for k, bars in enumerate(dg) for b, d in bars.tolist()],
-        )
-        metrics["topology/curves_time_s"] = time.perf_counter() - t0
 
-    # 4. figures
+def match_reference(points: torch.Tensor, reference: int, layer_eps: float) -> dict[str, Any]:
+    """The eps at which ``points`` (layer 0) has the published beta_0 ``reference`` (the paper's
+    preprocessing scale is not kaelab's), and its ratio to ``layer_eps``; {} if no eps gives it.
+    From the cloud's minimum spanning tree, whatever backend counts: the tree gives beta_0 at every
+    eps at once (Rips dimension-0 deaths are its edge lengths)."""
+    eps = eps_for_beta0(B.mst_edges(points)[1], reference)
+    if eps is None:
+        return {}
+    return {"layer_eps": eps, "scale": eps / layer_eps if layer_eps > 0 else float("nan")}
+
+
+# --------------------------------------------------------------------------------- measurements
+@dataclass
+class Depth:
+    """beta_0 through depth: at ``topology.layer_eps`` per layer, ``matched`` (layer_eps, scale,
+    beta0_layers at the eps matched to ``topology.reference_layers``), the PCA panels."""
+
+    beta0: list[int]
+    matched: dict[str, Any]
+    panels: dict[str, torch.Tensor]
+    metrics: dict[str, Any]
+
+
+def depth_beta0(tc: DictConfig, inp: TopologyInputs, backend: Any) -> Depth:
+    """beta_0 of every layer's preprocessed representation (Figure 3 top left; panels: Figures
+    B1/B2), at ``topology.layer_eps`` and at the eps where layer 0 has the reference's beta_0."""
+    beta0, at_matched, panels, matched = [], [], {}, {}
+    for j, (name, prep) in enumerate(layer_preprocessors(inp).items()):
+        pts = prep.transform(inp.points(name, "n_points"))
+        if j == 0 and tc.reference_layers:
+            matched = match_reference(pts, int(tc.reference_layers[0]), tc.layer_eps)
+        values = B.betti_curves(pts, [tc.layer_eps] + ([matched["layer_eps"]] if matched else []), 0, backend)[0]
+        beta0.append(int(values[0]))
+        at_matched += [int(v) for v in values[1:]]
+        if tc.figures:
+            panels[f"L{j} ({name}): beta_0={beta0[-1]}"] = prep.transform(inp.points(name, "figure_points"))
+        log.info("layer %d %s: beta_0(%.4g) = %d on %d points", j, name, tc.layer_eps, beta0[-1], len(pts))
+    if matched:
+        matched["beta0_layers"] = at_matched
+        log.info("at eps %.4g (layer 0 has %d components): beta_0 per layer %s", matched["layer_eps"],
+                 tc.reference_layers[0], at_matched)  # fmt: skip
+    metrics = {f"topology/layer/{j}_{name}/beta0": b for j, (name, b) in enumerate(zip(inp.names, beta0, strict=True))}
+    metrics["topology/beta0_layers"] = beta0
+    metrics.update({f"topology/matched/{k}": v for k, v in matched.items()})
+    return Depth(beta0, matched, panels, metrics)
+
+
+@dataclass
+class Steps:
+    """beta_0 of the KAE's decoded steps: at ``topology.step_eps``, at ``matched_eps`` (the step
+    eps times the depth's matched scale; None without one), the PCA panels of selected steps."""
+
+    beta0: list[int]
+    matched: list[int]
+    matched_eps: float | None
+    panels: dict[str, torch.Tensor]
+    metrics: dict[str, Any]
+
+
+def steps_beta0(tc: DictConfig, inp: TopologyInputs, backend: Any, scale: float | None) -> Steps:
+    """beta_0 of each of the KAE's k+1 decoded states started from x_i (Figure 3 top right;
+    panels: Figure 3 bottom)."""
+    art = inp.art
+    decoded = kae_trajectory(art.kae, art.prep.transform_source(inp.points(inp.src, "n_points")))
+    matched_eps = tc.step_eps * scale if scale is not None and np.isfinite(scale) else None
+    eps = [tc.step_eps] + ([matched_eps] if matched_eps is not None else [])
+    values = [B.betti_curves(state, eps, 0, backend)[0] for state in decoded]
+    beta0, matched = [int(v[0]) for v in values], [int(v[1]) for v in values if len(v) > 1]
+    k, panels = len(beta0) - 1, {}
     if tc.figures:
-        from kaelab.viz.topology import plot_beta0_depth, plot_betti_curves, plot_pca_panels
+        fig = kae_trajectory(art.kae, art.prep.transform_source(inp.points(inp.src, "figure_points")))
+        panels = {f"step {t}/{k}: beta_0={beta0[t]}": fig[t] for t in selected_steps(k, tc.figure_steps)}
+    log.info("KAE steps: beta_0(%.4g) = %s", tc.step_eps, beta0)
+    metrics: dict[str, Any] = {}
+    if matched:
+        metrics.update({"topology/matched/step_eps": matched_eps, "topology/matched/beta0_steps": matched})
+    metrics["topology/beta0_steps"] = beta0
+    metrics["topology/beta0_step_first"], metrics["topology/beta0_step_last"] = beta0[0], beta0[-1]
+    metrics["topology/beta0_steps_nonincreasing"] = all(a >= b for a, b in zip(beta0[:-1], beta0[1:], strict=True))
+    return Steps(beta0, matched, matched_eps if matched else None, panels, metrics)
 
-        fig_labels = labels[fig_idx].numpy()
-        pts = f"{len(fig_idx)} {tc.split} points"
-        if fig_panels_layers:
-            images["topology/layers_pca"] = plot_pca_panels(
-                fig_panels_layers,
-                fig_labels,
-                run_dir / "topology_layers_pca.png",
-                f"{cfg.name}: top-3 PCs of each layer's preprocessed representation "
-                f"({pts}; beta_0 at eps={tc.layer_eps})",
-            )
-        if fig_panels_steps:
-            images["topology/kae_steps_pca"] = plot_pca_panels(
-                fig_panels_steps,
-                fig_labels,
-                run_dir / "topology_kae_steps_pca.png",
-                f"{cfg.name}: top-3 PCs of the KAE's decoded steps ({pts}; beta_0 at eps={tc.step_eps})",
-            )
-        if layer_beta0 or step_beta0:
-            layer_ref: dict[str, list[float]] = {}
-            step_ref: dict[str, list[float]] = {}
-            if tc.reference_layers:
-                layer_ref["published (topology.reference_layers)"] = list(tc.reference_layers)
-            if "beta0_layers" in matched:
-                layer_ref[f"kaelab at eps={matched['layer_eps']:.3g} (L0 matched)"] = matched["beta0_layers"]
-            if "beta0_steps" in matched:
-                step_ref[f"at eps={matched['step_eps']:.3g} (same scale factor)"] = matched["beta0_steps"]
-            images["topology/beta0_depth"] = plot_beta0_depth(
-                run_dir / "topology_beta0.png",
-                names if layer_beta0 else None,
-                layer_beta0 or None,
-                tc.layer_eps,
-                step_beta0 or None,
-                tc.step_eps,
-                len(idx),
-                layer_ref,
-                step_ref,
-            )
-        if curve_clouds:
-            styles = {"original": {"c": "k", "lw": 2.0}, "observable": {"c": "tab:red", "lw": 1.5, "ls": "--"}}
-            images["topology/betti_curves"] = plot_betti_curves(
-                grid,
-                {f"{s} space" if s == "original" else "observable space (KAE encoder)": c for s, c in curves.items()},
-                run_dir / "topology_betti_curves.png",
-                f"{cfg.name}: Betti curves of x_j = {tgt} ({len(curve_idx)} {tc.split} points)",
-                styles={"original space": styles["original"], "observable space (KAE encoder)": styles["observable"]},
-            )
-            if "observable" in curve_clouds:
-                images["topology/observable_pca"] = plot_pca_panels(
-                    {
-                        f"x_j ({tgt}), preprocessed": curve_clouds["original"],
-                        "x_j in observable space": curve_clouds["observable"],
-                    },
-                    labels[curve_idx].numpy(),
-                    run_dir / "topology_observable_pca.png",
-                    f"{cfg.name}: top-3 PCs of x_j in state and observable space ({len(curve_idx)} points)",
-                )
-        metrics["topology/figures"] = sorted(p.name for p in images.values())
-    metrics["topology/time_s"] = time.perf_counter() - t_start
 
-    loggers = build_loggers(cfg, run_dir / "topology", f"{cfg.name}-topology")
+@dataclass
+class Curves:
+    """Betti curves of x_j per space (``original``, and ``observable`` with a KAE) on ``grid``."""
+
+    grid: np.ndarray
+    clouds: dict[str, torch.Tensor]
+    diagrams: dict[str, list[np.ndarray]]
+    curves: dict[str, dict[int, np.ndarray]]
+    metrics: dict[str, Any]
+
+
+def xj_clouds(inp: TopologyInputs) -> dict[str, torch.Tensor]:
+    """x_j preprocessed (the KAE's fit, or the same fit made here without a KAE), and its image
+    under the KAE's encoder."""
+    x = inp.points(inp.tgt, "curve_points")
+    if inp.art is None:
+        return {"original": layer_preprocessor(inp.data.reps["train"][inp.tgt], inp.q, inp.scale).transform(x)}
+    original = inp.art.prep.transform_target(x)
+    with torch.no_grad():
+        inp.art.kae.eval()
+        return {"original": original, "observable": inp.art.kae.encoder(original)}
+
+
+def curve_distances(maxdim: int, eps_max: float, grid: np.ndarray, diagrams, curves) -> dict[str, Any]:
+    """L1 distance between the two spaces' Betti curves and bottleneck distance between their
+    diagrams (truncated at ``eps_max``), per dimension; ``distance``: the L1 distances summed."""
+    metrics: dict[str, Any] = {}
+    for k in range(maxdim + 1):
+        original, observable = curves["original"][k], curves["observable"][k]
+        metrics[f"topology/curves/distance_h{k}"] = B.curve_distance(original, observable, grid)
+        metrics[f"topology/curves/bottleneck_h{k}"] = B.bottleneck(
+            B.truncate_diagram(diagrams["original"][k], eps_max), B.truncate_diagram(diagrams["observable"][k], eps_max)
+        )
+    metrics["topology/curves/distance"] = sum(metrics[f"topology/curves/distance_h{k}"] for k in range(maxdim + 1))
+    return metrics
+
+
+def xj_betti_curves(tc: DictConfig, inp: TopologyInputs, backend: Any, h1_backend: Any) -> Curves:
+    """Betti curves (beta_0..beta_maxdim) of x_j in the original and the observable space
+    (Figure 2B) on ``topology.eps_num`` values from ``eps_min`` to ``eps_max`` (None: 1.1 x the
+    longest MST edge of the original cloud, where beta_0 is 1)."""
+    clouds = xj_clouds(inp)
+    eps_max = tc.eps_max
+    if eps_max is None:
+        eps_max = max(1.1 * float(B.mst_edges(clouds["original"])[1].max(initial=0.0)), tc.eps_min + 1e-12)
+    grid = B.eps_grid(tc.eps_min, eps_max, tc.eps_num)
+    diagrams = {
+        space: B.persistence_diagrams(cloud, tc.maxdim, eps_max, backend, h1_backend=h1_backend)
+        for space, cloud in clouds.items()
+    }
+    curves = {space: {k: B.betti_from_bars(d, grid) for k, d in enumerate(dg)} for space, dg in diagrams.items()}
+    metrics = {"topology/curves/eps_max": eps_max, "topology/curves/n_points": len(inp.subsample["curve_points"])}
+    metrics.update({f"topology/curves/{s}/beta{k}_max": int(v.max()) for s, c in curves.items() for k, v in c.items()})
+    if "observable" in curves:
+        metrics.update(curve_distances(tc.maxdim, eps_max, grid, diagrams, curves))
+    return Curves(grid, clouds, diagrams, curves, metrics)
+
+
+# ---------------------------------------------------------------------------------------- outputs
+def write_layers_csv(path: Path, tc: DictConfig, inp: TopologyInputs, depth: Depth) -> None:
+    matched = depth.matched.get("beta0_layers", [None] * len(depth.beta0))
+    n = len(inp.subsample["n_points"])
+    rows = [
+        [j, name, b, tc.layer_eps, m, depth.matched.get("layer_eps"), n]
+        for j, (name, b, m) in enumerate(zip(inp.names, depth.beta0, matched, strict=True))
+    ]
+    header = ["layer_index", "layer", "beta0", "eps", "beta0_matched", "eps_matched", "n_points"]
+    write_csv(path, header, rows)
+
+
+def write_steps_csv(path: Path, tc: DictConfig, inp: TopologyInputs, steps: Steps) -> None:
+    matched = steps.matched or [None] * len(steps.beta0)
+    n = len(inp.subsample["n_points"])
+    rows = [
+        [t, b, tc.step_eps, m, steps.matched_eps, n] for t, (b, m) in enumerate(zip(steps.beta0, matched, strict=True))
+    ]
+    write_csv(path, ["step", "beta0", "eps", "beta0_matched", "eps_matched", "n_points"], rows)
+
+
+def write_curves_csv(run_dir: Path, maxdim: int, curves: Curves) -> None:
+    """``topology_curves.csv`` (eps and every space's beta_k) and ``topology_diagrams.csv``."""
+    dims = range(maxdim + 1)
+    header = ["eps"] + [f"{s}_beta{k}" for s in curves.curves for k in dims]
+    cols = [curves.grid] + [curves.curves[s][k] for s in curves.curves for k in dims]
+    write_csv(run_dir / "topology_curves.csv", header, [list(r) for r in zip(*[c.tolist() for c in cols], strict=True)])
+    bars = [[s, k, b, d] for s, dg in curves.diagrams.items() for k, bs in enumerate(dg) for b, d in bs.tolist()]
+    write_csv(run_dir / "topology_diagrams.csv", ["space", "dim", "birth", "death"], bars)
+
+
+def beta0_figure(run_dir: Path, tc: DictConfig, inp: TopologyInputs, depth: Depth | None, steps: Steps | None):
+    """beta_0 against layer and KAE step, beside the published values and the matched eps."""
+    from kaelab.viz.topology import plot_beta0_depth
+
+    layer_ref: dict[str, list[float]] = {}
+    step_ref: dict[str, list[float]] = {}
+    if tc.reference_layers:
+        layer_ref["published (topology.reference_layers)"] = list(tc.reference_layers)
+    if depth is not None and depth.matched:
+        layer_ref[f"kaelab at eps={depth.matched['layer_eps']:.3g} (L0 matched)"] = depth.matched["beta0_layers"]
+    if steps is not None and steps.matched:
+        step_ref[f"at eps={steps.matched_eps:.3g} (same scale factor)"] = steps.matched
+    return plot_beta0_depth(
+        run_dir / "topology_beta0.png",
+        inp.names if depth else None,
+        depth.beta0 if depth else None,
+        tc.layer_eps,
+        steps.beta0 if steps else None,
+        tc.step_eps,
+        len(inp.subsample["n_points"]),
+        layer_ref,
+        step_ref,
+    )
+
+
+def curve_figures(cfg: DictConfig, run_dir: Path, inp: TopologyInputs, curves: Curves) -> dict[str, Path]:
+    """Betti curves of x_j per space (Figure 2B) and its top-3 PCs in both spaces."""
+    from kaelab.viz.topology import plot_betti_curves, plot_pca_panels
+
+    n, labels = len(inp.subsample["curve_points"]), inp.data.labels[inp.split][inp.subsample["curve_points"]]
+    names = {"original": "original space", "observable": "observable space (KAE encoder)"}
+    styles = {names["original"]: {"c": "k", "lw": 2.0}, names["observable"]: {"c": "tab:red", "lw": 1.5, "ls": "--"}}
+    images = {
+        "topology/betti_curves": plot_betti_curves(
+            curves.grid,
+            {names[s]: c for s, c in curves.curves.items()},
+            run_dir / "topology_betti_curves.png",
+            f"{cfg.name}: Betti curves of x_j = {inp.tgt} ({n} {inp.split} points)",
+            styles=styles,
+        )
+    }
+    observable = curves.clouds.get("observable")
+    if observable is not None:
+        images["topology/observable_pca"] = plot_pca_panels(
+            {f"x_j ({inp.tgt}), preprocessed": curves.clouds["original"], "x_j in observable space": observable},
+            labels.numpy(),
+            run_dir / "topology_observable_pca.png",
+            f"{cfg.name}: top-3 PCs of x_j in state and observable space ({n} points)",
+        )
+    return images
+
+
+def topology_figures(cfg, tc, inp: TopologyInputs, depth, steps, curves, run_dir: Path) -> dict[str, Path]:
+    """The stage's figures (Figures 2, 3, B1, B2) as PNGs in the run directory, by logger key."""
+    from kaelab.viz.topology import plot_pca_panels
+
+    labels = inp.data.labels[inp.split][inp.subsample["figure_points"]].numpy()
+    pts = f"{len(inp.subsample['figure_points'])} {inp.split} points"
+    images: dict[str, Path] = {}
+    if depth is not None and depth.panels:
+        title = f"top-3 PCs of each layer's preprocessed representation ({pts}; beta_0 at eps={tc.layer_eps})"
+        path = run_dir / "topology_layers_pca.png"
+        images["topology/layers_pca"] = plot_pca_panels(depth.panels, labels, path, f"{cfg.name}: {title}")
+    if steps is not None:
+        title = f"top-3 PCs of the KAE's decoded steps ({pts}; beta_0 at eps={tc.step_eps})"
+        path = run_dir / "topology_kae_steps_pca.png"
+        images["topology/kae_steps_pca"] = plot_pca_panels(steps.panels, labels, path, f"{cfg.name}: {title}")
+    if depth is not None or steps is not None:
+        images["topology/beta0_depth"] = beta0_figure(run_dir, tc, inp, depth, steps)
+    if curves is not None:
+        images.update(curve_figures(cfg, run_dir, inp, curves))
+    return images
+
+
+def log_topology(cfg: DictConfig, run_dir: Path, metrics: dict[str, Any], images: dict[str, Path]) -> None:
+    """The metrics and figures to the configured loggers (``run_dir/topology``)."""
+    loggers = build_loggers(cfg.logger, run_dir / "topology", f"{cfg.name}-topology")
     log_metrics_to(loggers, metrics)
     if images:
         from kaelab.viz.dmd import log_images
@@ -358,4 +385,46 @@ def topology_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         log_images(loggers, images)
     for lg in loggers:  # flush the images (TensorBoard writes them on its own schedule otherwise)
         lg.finalize("success")
+
+
+def timed(metrics: dict[str, Any], key: str, fn: Callable, *args: Any):
+    """``fn(*args)``, its ``.metrics`` merged into ``metrics`` and its seconds under ``key``."""
+    t0 = time.perf_counter()
+    result = fn(*args)
+    metrics.update(result.metrics)
+    metrics[key] = time.perf_counter() - t0
+    return result
+
+
+# ------------------------------------------------------------------------------------------ stage
+def topology_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """``cfg.topology`` on the cached base model and KAE: beta_0 through depth and through the
+    KAE's steps, Betti curves of x_j, figures; CSVs and figures in ``run_dir``, metrics returned.
+    The group is checked before (``kaelab.pipeline.run``: ``check_topology_config``)."""
+    tc, t_start = cfg.topology, time.perf_counter()
+    backend = resolve_backend(tc.backend, "topology.backend", collapse=tc.collapse_edges)
+    h1_backend = resolve_backend(tc.h1_backend, "topology.h1_backend", collapse=tc.collapse_edges)
+    inp = topology_inputs(cfg, tc, run_dir)
+    metrics: dict[str, Any] = {"topology/backend": backend_label(tc.backend), "topology/split": tc.split}
+    metrics.update({"topology/n_points": len(inp.subsample["n_points"]), "base/cache_hit": inp.base_cache_hit})
+    metrics.update({"topology/layer_eps": tc.layer_eps, "topology/step_eps": tc.step_eps})
+    if inp.art is not None:
+        metrics.update({"kae/cache_hit": inp.art.cache_hit, "kae/key": inp.art.key})
+    depth = steps = curves = None
+    if tc.layers:
+        depth = timed(metrics, "topology/layers_time_s", depth_beta0, tc, inp, backend)
+        write_layers_csv(run_dir / "topology_layers.csv", tc, inp, depth)
+    if tc.steps and inp.art is not None:
+        scale = depth.matched.get("scale") if depth is not None else None
+        steps = timed(metrics, "topology/steps_time_s", steps_beta0, tc, inp, backend, scale)
+        write_steps_csv(run_dir / "topology_steps.csv", tc, inp, steps)
+    if tc.curves:
+        curves = timed(metrics, "topology/curves_time_s", xj_betti_curves, tc, inp, backend, h1_backend)
+        write_curves_csv(run_dir, tc.maxdim, curves)
+    images: dict[str, Path] = {}
+    if tc.figures:
+        images = topology_figures(cfg, tc, inp, depth, steps, curves, run_dir)
+        metrics["topology/figures"] = sorted(p.name for p in images.values())
+    metrics["topology/time_s"] = time.perf_counter() - t_start
+    log_topology(cfg, run_dir, metrics, images)
     return metrics
