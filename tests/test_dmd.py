@@ -231,7 +231,7 @@ def test_train_scaling_reproduces_the_downstream_activation():
 def test_callback_after_fit_on_tiny_model(tmp_path):
     from kaelab.base_model import fit_classifier
 
-    cfg = compose_cfg(["+experiment=yinyang_dmd", *TINY_YY, "logger.tensorboard=true"], tmp_path)
+    cfg = compose_cfg(["+experiment=yinyang_dmd", *TINY_YY, "logger=[csv,tensorboard]"], tmp_path)
     cb = DMDReplacement(cfg.dmd, out_dir=tmp_path / "dmd")
     _, _, _, metrics = fit_classifier(cfg, tmp_path / "fit", extra_callbacks=[cb])
     m = cb.metrics

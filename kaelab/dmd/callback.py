@@ -1,20 +1,26 @@
 """``DMDReplacement``: the Koopman layers paper's study as a Lightning callback.
 
 Attach it to the Trainer that fits a base classifier (it runs in ``on_fit_end``), or call
-``DMDReplacement(cfg).run(module, datamodule, out_dir)`` on an already trained one (``task=dmd``
-does that with the cached base model). A run
+``run(model, data)`` on an already trained one (``task=dmd`` does that with the cached base model).
+It needs no Hydra config: in a notebook,
 
-1. reads the network as a trajectory through depth (kaelab/models/trajectory.py: the states named
-   by ``model.trajectory`` or the network's ``trajectory_spec()``), with the paper's layer scaling
-   when ``dmd.scaling.n_layers > 0`` (kaelab/dmd/layer_scaling.py);
+    cb = DMDReplacement(h=1, rank=-1, span=[0, 4], scaling={"n_layers": 0})
+    metrics = cb.run(traj, {"train": (x, y), "test": (x_te, y_te)})   # writes nothing
+    cb.best.hybrid(x_new)                                              # the hybrid network
+
+A run
+
+1. reads the network as a trajectory through depth (kaelab/models/trajectory.py: a Trajectory as
+   given, or the states named by ``model.trajectory`` or the network's ``trajectory_spec()``), with
+   the paper's layer scaling when ``dmd.scaling.n_layers > 0`` (kaelab/dmd/layer_scaling.py);
 2. fits DMD on paired delay snapshots of training trajectories for every (h, rank, span) of the
    grid (kaelab/dmd/operator.py) and scores each hybrid network (kaelab/dmd/hybrid.py);
-3. writes ``dmd_grid.csv``, ``dmd_metrics.json`` and the figures into ``out_dir`` and sends the
-   scalars and images to the loggers.
+3. with an ``out_dir``, writes ``dmd_grid.csv``, ``dmd_operator.safetensors``, ``dmd_metrics.json``
+   and the figures there; sends the scalars (and figures) to the loggers given.
 
-The callback only orchestrates; each job has its module: the config (``dmd/config.py``), the
-datamodule adapter (``dmd/data.py``), the cached layer scaling (``dmd/layer_scaling.py``), the grid
-study (``dmd/study.py``) and the files it writes (``dmd/report.py``).
+The callback only orchestrates; each job has its module: the config and its one check
+(``dmd/config.py``), the data (``dmd/data.py``), the cached layer scaling (``dmd/layer_scaling.py``),
+the grid study and its metrics (``dmd/study.py``) and the files it writes (``dmd/report.py``).
 """
 
 from __future__ import annotations
@@ -28,24 +34,15 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig
 from torch import nn
 
 from kaelab.dmd.config import as_dmd_config, smoke_config
-from kaelab.dmd.data import split_tensors
+from kaelab.dmd.data import split_tensors, study_splits
 from kaelab.dmd.layer_scaling import cached_scaling
 from kaelab.dmd.report import figures, write_grid
-from kaelab.dmd.study import (
-    accuracy,
-    collect_states,
-    dmd_n_states,
-    grid_points,
-    predict,
-    run_grid,
-    select_result,
-)
+from kaelab.dmd.study import PointResult, dmd_n_states, fit_states, grid_points, run_grid, select_result, study_metrics
 from kaelab.errors import ConfigError
-from kaelab.metrics import accuracy_report, scalars, write_metrics
+from kaelab.metrics import scalars, write_metrics
 from kaelab.models.trajectory import Trajectory
 
 __all__ = ["DMDReplacement", "as_dmd_config", "smoke_config", "split_tensors"]
@@ -53,13 +50,40 @@ __all__ = ["DMDReplacement", "as_dmd_config", "smoke_config", "split_tensors"]
 log = logging.getLogger(__name__)
 
 
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A private CPU copy in eval mode without gradients of the network (``model.net`` if it has
+    one): the caller's module, maybe mid-Trainer, is left untouched."""
+    net = copy.deepcopy(getattr(model, "net", model)).cpu().eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
 class DMDReplacement(Callback):
     """Replace a span of a trained classifier's layers by a time-delay DMD operator and report it.
 
-    ``cfg``: a ``dmd`` config (DMDConfig / dict / Hydra node). ``out_dir``: where files go (default:
-    the trainer's root dir). ``cache_dir`` + ``cache_key`` (the base model's key): cache the layer
-    scaling there so that a sweep over h / rank trains it once. ``trajectory``: which modules form
-    the network's states (``model.trajectory``; None: the network's own ``trajectory_spec()``).
+    ``cfg``: a ``dmd`` config (DMDConfig / dict / Hydra node; None: the schema's defaults) and
+    ``overrides``: DMDConfig keys on top of it (``h=1, rank=8, span=[0, 4], scaling={...}``); both
+    are checked here (``check_dmd_config``), before any work. ``out_dir``: where files go (None:
+    nothing is written by ``run``; ``on_fit_end`` then uses the trainer's root dir). ``cache_dir`` +
+    ``cache_key`` (the base model's key): cache the layer scaling there so that a sweep over h /
+    rank trains it once. ``trajectory``: which modules form the network's states
+    (``model.trajectory``; None: the network's own ``trajectory_spec()``). After a run, ``metrics``,
+    ``results`` (every grid point) and ``best`` (the reported point: ``best.hybrid`` is the hybrid
+    network, ``best.fit.operator`` the operator) hold its outcome. (Koopman layers paper, Method
+    Summary: the hybrid network runs to the span, seeds the delay window with the first h + 1 true
+    states and lets the linear operator predict the rest.)
+
+    Example:
+        >>> import torch, kaelab as kl
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 6), torch.nn.Tanh(), torch.nn.Linear(6, 6),
+        ...                           torch.nn.Tanh(), torch.nn.Linear(6, 3))
+        >>> traj = kl.trajectory(net, torch.randn(4, 2), stages=["0", "1", "2", "3"], head="4")
+        >>> x, y = torch.randn(300, 2), torch.randint(0, 3, (300,))
+        >>> cb = kl.DMDReplacement(h=1, span=[0, 3], scaling={"n_layers": 0})
+        >>> _ = cb.run(traj, {"train": (x, y), "val": (x, y), "test": (x, y)})
+        >>> cb.metrics["dmd/layers_replaced"], cb.metrics["dmd/test_state_rel_err"] < 0.5
+        (2, True)
     """
 
     def __init__(
@@ -69,17 +93,16 @@ class DMDReplacement(Callback):
         cache_dir: str | Path | None = None,
         cache_key: str | None = None,
         trajectory: dict | None = None,
+        **overrides: Any,
     ):
         super().__init__()
+        self.cfg = as_dmd_config(cfg, **overrides)
         self.trajectory_spec = trajectory
-        self.cfg = as_dmd_config(cfg)
-        if self.cfg.get("estimator") is not None:  # a bad _target_ fails here, before any work
-            from kaelab.instantiate import check_target
-
-            check_target(self.cfg.estimator, "dmd.estimator", svd_rank=1)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.cache_dir, self.cache_key = cache_dir, cache_key
         self.metrics: dict[str, Any] = {}
+        self.results: list[PointResult] = []
+        self.best: PointResult | None = None
 
     # ------------------------------------------------------------------------------ Lightning hook
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -90,104 +113,81 @@ class DMDReplacement(Callback):
             raise ConfigError("DMDReplacement needs the Trainer to be fitted with a datamodule")
         out_dir = self.out_dir or Path(trainer.default_root_dir)
         cfg = smoke_config(self.cfg) if trainer.fast_dev_run else None  # the callback's own config stays as given
-        self.metrics = self.run(pl_module, dm, out_dir, loggers=trainer.loggers, step=trainer.global_step, cfg=cfg)
+        self.run(pl_module, dm, out_dir, loggers=trainer.loggers, step=trainer.global_step, cfg=cfg)
 
     # ----------------------------------------------------------------------------------- the study
     def run(
         self,
-        pl_module: nn.Module,
-        datamodule: L.LightningDataModule,
-        out_dir: str | Path,
+        model: nn.Module,
+        data: Any,
+        out_dir: str | Path | None = None,
         loggers: Sequence = (),
         step: int = 0,
-        cfg: DictConfig | None = None,
+        cfg: Any = None,
     ) -> dict[str, Any]:
-        """Run the study on a trained classifier (a module with ``.net``, or the net itself);
-        ``cfg``: a dmd config for this run only (default: the callback's)."""
-        cfg = self.cfg if cfg is None else cfg
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        # a private CPU copy in eval mode: the caller's module (maybe mid-Trainer) is left untouched
-        net = copy.deepcopy(getattr(pl_module, "net", pl_module)).cpu().eval()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        for stage in ("fit", "test"):
-            datamodule.setup(stage)
-        train, val, test = (split_tensors(datamodule, s) for s in ("train", "val", "test"))
-        if train is None or test is None:
-            raise ConfigError("DMD replacement needs a train and a test split")
-        if cfg.select == "val" and val is None:
-            raise ConfigError("dmd.select=val needs a validation split")
+        """Run the study on a trained classifier (a Trajectory, a network, or a module with ``.net``).
 
-        traj = Trajectory.of(net, train[0][:2], self.trajectory_spec)
+        ``data``: a datamodule or ``{"train": (x, y), "val": (x, y), "test": (x, y)}`` (val optional).
+        ``out_dir``: where the files go (default: the callback's; None: nothing is written).
+        ``cfg``: a dmd config for this run only (default: the callback's). Returns the metrics.
+        """
+        cfg = self.cfg if cfg is None else as_dmd_config(cfg)
+        out_dir = self.out_dir if out_dir is None else Path(out_dir)
+        net = frozen_copy(model)
+        splits = study_splits(data, cfg.select)
+        x_train = splits["train"][0]
+        traj = net if isinstance(net, Trajectory) else Trajectory.of(net, x_train[:2], self.trajectory_spec)
         n_states = dmd_n_states(traj.n_states, cfg)
-        main, points = grid_points(cfg, n_states)  # validates h / span before any training
-        metrics: dict[str, Any] = {}
-        scaled = None
-        if cfg.scaling.n_layers > 0:
-            scaled, info = cached_scaling(traj, train[0], cfg.scaling, self.cache_dir, self.cache_key)
-            metrics.update(info)
-            traj = traj.scaled(cfg.scaling.layer, list(scaled))
+        main, points = grid_points(cfg, n_states)  # h / span against the trajectory, before any training
+        traj, metrics = self.scaled(traj, x_train, cfg.scaling)
+        S_train = fit_states(traj, x_train, cfg)
+        self.results = run_grid(traj, S_train, points, cfg, {k: v for k, v in splits.items() if k != "train"})
+        self.best = select_result(self.results, main, cfg.select)
+        metrics.update(study_metrics(net, self.best, self.results, cfg, n_states, splits))
+        images = {}
+        if out_dir is not None:
+            images = self.write(out_dir, S_train, net, data, splits["test"], cfg)
+            if images:
+                metrics["dmd/figures"] = sorted(p.name for p in images.values())
+            write_metrics(out_dir / "dmd_metrics.json", metrics)
+        log_study(loggers, metrics, images, step)
+        self.metrics = metrics
+        return metrics
 
-        n = len(train[0]) if cfg.n_fit <= 0 else min(cfg.n_fit, len(train[0]))
-        idx = torch.randperm(len(train[0]), generator=torch.Generator().manual_seed(int(cfg.fit_seed)))[:n]
-        S_train = collect_states(traj, train[0][idx], cfg.eval_batch_size)
-        splits = {"test": test} if val is None else {"val": val, "test": test}
-        results = run_grid(traj, S_train, points, cfg, splits)
-        write_grid(out_dir / "dmd_grid.csv", results)
-        best = select_result(results, main, cfg.select)
+    def scaled(self, traj: Trajectory, x_train: torch.Tensor, sc: Any) -> tuple[Trajectory, dict[str, Any]]:
+        """The trajectory with the paper's layer scaling (cached when the callback has a cache) and
+        the scaling's metrics; as given when ``sc.n_layers`` is 0."""
+        if sc.n_layers <= 0:
+            return traj, {}
+        layers, info = cached_scaling(traj, x_train, sc, self.cache_dir, self.cache_key)
+        return traj.scaled(sc.layer, list(layers)), dict(info)
 
+    def write(self, out_dir: Path, S_train: torch.Tensor, net: nn.Module, data: Any, test, cfg: Any) -> dict:
+        """The grid table, the reported point's operator and (``cfg.figures``) the figures into
+        ``out_dir``; returns the figures' paths by logger tag."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        best = self.best
+        write_grid(out_dir / "dmd_grid.csv", self.results)
         a, b = best.point.span
         best.fit.operator.save(out_dir / "dmd_operator.safetensors", span_start=a, span_end=b)
-        x_te, y_te = test
-        num_classes = int(max(y_te.max().item(), train[1].max().item())) + 1
-        logits = predict(best.hybrid, x_te, cfg.eval_batch_size)
-        report = accuracy_report(logits, y_te, num_classes, prefix="dmd/test_")
-        row = best.row
-        metrics.update(
-            {
-                "dmd/base_test_acc": accuracy(net, x_te, y_te, cfg.eval_batch_size),
-                "dmd/test_acc": report["dmd/test_acc"],
-                "dmd/test_acc_macro": report["dmd/test_acc_macro"],
-                "dmd/layers_replaced": row["layers_replaced"],
-                "dmd/original_layers_replaced": row["original_layers_replaced"],
-                "dmd/span_transitions": row["span_transitions"],
-                "dmd/carried_fraction": row["layers_replaced"] / row["span_transitions"],
-                "dmd/span_start": row["span_start"],
-                "dmd/span_end": row["span_end"],
-                "dmd/n_states": n_states,
-                "dmd/h": row["h"],
-                "dmd/rank": row["rank_used"],
-                "dmd/rank_requested": row["rank"],
-                "dmd/fit_time_s": best.fit.fit_time_s,
-                "dmd/n_fit_pairs": best.fit.n_pairs,
-                "dmd/spectral_radius": row["spectral_radius"],
-                "dmd/test_state_rel_err": row["test_state_rel_err"],
-                "dmd/rollout": cfg.rollout,
-                "dmd/estimator": (cfg.estimator or {}).get("_target_", "kaelab projected DMD"),
-                "dmd/grid_points": len(results),
-            }
-        )
-        if "val_acc" in row:
-            metrics["dmd/val_acc"] = row["val_acc"]
-        if scaled is not None:
-            metrics["dmd/scaled_test_acc"] = accuracy(traj, x_te, y_te, cfg.eval_batch_size)
-            # the scaled layer itself is the last transition: does the operator carry it?
-            metrics["dmd/carries_original_layer"] = int(row["span_end"] == n_states - 1)
-        if cfg.figures:
-            images = figures(out_dir, best, S_train, net, datamodule, test, cfg.boundary_resolution)
-            metrics["dmd/figures"] = sorted(p.name for p in images.values())
-            from kaelab.viz.dmd import log_images
+        if not cfg.figures:
+            return {}
+        return figures(out_dir, best, S_train, net, data, test, cfg.boundary_resolution)
 
-            log_images(loggers, images, step)
-        write_metrics(out_dir / "dmd_metrics.json", metrics)
-        for lg in loggers:
-            lg.log_metrics(scalars(metrics), step=step)
-            lg.save()
-        log.info(
-            "DMD replacement: base test acc %.4f -> hybrid %.4f, operator carries %d of %d transitions "
-            "(h=%d, rank=%d, span=[%d, %d])",
-            metrics["dmd/base_test_acc"], metrics["dmd/test_acc"], row["layers_replaced"],
-            row["span_transitions"], row["h"], row["rank_used"], row["span_start"], row["span_end"],
-        )  # fmt: skip
-        return metrics
+
+def log_study(loggers: Sequence, metrics: dict[str, Any], images: dict[str, Path], step: int) -> None:
+    """The scalars and figures to the loggers, and one line to the log."""
+    if images:
+        from kaelab.viz.dmd import log_images
+
+        log_images(loggers, images, step)
+    for lg in loggers:
+        lg.log_metrics(scalars(metrics), step=step)
+        lg.save()
+    m = metrics
+    log.info(
+        "DMD replacement: base test acc %.4f -> hybrid %.4f, operator carries %d of %d transitions "
+        "(h=%d, rank=%d, span=[%d, %d])",
+        m["dmd/base_test_acc"], m["dmd/test_acc"], m["dmd/layers_replaced"], m["dmd/span_transitions"],
+        m["dmd/h"], m["dmd/rank"], m["dmd/span_start"], m["dmd/span_end"],
+    )  # fmt: skip

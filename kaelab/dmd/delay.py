@@ -50,7 +50,15 @@ def check_delay(h: int, n_states: int) -> None:
 
 
 def delay_embed(S: torch.Tensor, h: int) -> torch.Tensor:
-    """Delay vectors ``[N, T + 1 - h, (h + 1) D]`` of trajectories ``S = [N, T + 1, D]``."""
+    """Delay vectors ``[N, T + 1 - h, (h + 1) D]`` of trajectories ``S = [N, T + 1, D]``: the
+    time-delay (Hankel) coordinates on which the Koopman layers paper fits its DMD (Method Summary).
+
+    Example:
+        >>> import torch, kaelab as kl
+        >>> S = torch.arange(6.0).reshape(1, 3, 2)  # one trajectory of 3 states in 2-d
+        >>> kl.delay_embed(S, h=1).tolist()
+        [[[0.0, 1.0, 2.0, 3.0], [2.0, 3.0, 4.0, 5.0]]]
+    """
     if S.ndim != 3:
         raise ValueError(f"expected trajectories [N, T+1, D], got shape {tuple(S.shape)}")
     n, steps, d = S.shape

@@ -12,11 +12,15 @@ For a span ``[a, b]`` of a Trajectory (kaelab/models/trajectory.py) and ``h`` de
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+from kaelab.dmd.config import DMDConfig
 from kaelab.dmd.delay import check_delay
 from kaelab.dmd.operator import DelayOperator
+from kaelab.dmd.rollout import build_rollout
 from kaelab.errors import ConfigError
 from kaelab.models.trajectory import Trajectory
 
@@ -36,16 +40,33 @@ def resolve_span(span, n_states: int) -> tuple[int, int]:
 
 
 class HybridNet(nn.Module):
-    def __init__(self, traj: Trajectory, operator: DelayOperator, span: tuple[int, int], rollout: str):
+    """``traj`` with the states of ``span`` after its seed window predicted by ``operator``, stepped by
+    ``rollout`` (a built-in name, a ``_target_`` config or a built rollout: kaelab/dmd/rollout.py):
+    the Koopman layers paper's hybrid network (Method Summary). ``DMDReplacement`` builds one.
+
+    Example:
+        >>> import torch, kaelab as kl
+        >>> nn = torch.nn
+        >>> net = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 4), nn.Linear(4, 3))
+        >>> traj = kl.trajectory(net, torch.randn(4, 2), stages=["0", "1", "2"], head="3")
+        >>> S = torch.stack(traj.states(torch.randn(200, 2)), dim=1).detach()  # [n, 3 states, 4]
+        >>> hybrid = kl.HybridNet(traj, kl.fit_delay_dmd(S, h=0, rank=-1).operator, span=(0, 2))
+        >>> hybrid(torch.randn(5, 2)).shape
+        torch.Size([5, 3])
+    """
+
+    def __init__(
+        self, traj: Trajectory, operator: DelayOperator, span: tuple[int, int], rollout: Any = DMDConfig.rollout
+    ):
         super().__init__()
         a, b = span
         check_delay(operator.h, b - a + 1)
         if operator.state_dim != max(traj.widths[a : b + 1]):
             raise ValueError("operator state width does not match the span's widest state")
         self.traj, self.operator = traj, operator
-        self.a, self.b, self.h, self.rollout = a, b, operator.h, rollout
+        self.a, self.b, self.h, self.rollout = a, b, operator.h, build_rollout(rollout)
         # z_{a+h} -> s_b over the whole replaced span, built once (DelayOperator.propagator)
-        self.register_buffer("P", operator.propagator(self.layers_replaced, rollout))
+        self.register_buffer("P", operator.propagator(self.layers_replaced, self.rollout))
 
     @property
     def layers_replaced(self) -> int:

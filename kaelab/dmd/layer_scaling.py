@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +34,12 @@ import torch
 from torch import nn
 
 from kaelab.cache import ArtifactCache, config_key
+from kaelab.dmd.config import INITS, ScalingConfig
 from kaelab.errors import ConfigError, check_choice
 from kaelab.models.trajectory import Trajectory
 from kaelab.schedules import triangular_lr
 
 log = logging.getLogger(__name__)
-
-INITS = ("kaiming", "identity")
 
 
 def check_scaling(n_states: int, layer: int, n_layers: int) -> None:
@@ -53,7 +54,12 @@ def check_scaling(n_states: int, layer: int, n_layers: int) -> None:
 
 
 def new_layers(
-    in_width: int, n: int, width: int | None = None, init: str = "kaiming", noise: float = 0.05, seed: int = 0
+    in_width: int,
+    n: int,
+    width: int | None = ScalingConfig.width,
+    init: str = ScalingConfig.init,
+    noise: float = ScalingConfig.init_noise,
+    seed: int = 0,
 ) -> nn.Sequential:
     """``n`` Linear+ReLU layers mapping ``in_width`` back to ``in_width``, through ``width`` (default:
     ``in_width``, square layers as in the paper; wider ones lift the trajectory into more dimensions).
@@ -127,11 +133,87 @@ def delay_linearity_error(S: torch.Tensor, h: int, ridge: float = 1e-4) -> torch
     return err / (steps - h - 1) + last
 
 
+@contextmanager
+def frozen(net: nn.Module) -> Iterator[nn.Module]:
+    """``net`` in eval mode without gradients for the block; its modes are restored afterwards."""
+    requires = [p.requires_grad for p in net.parameters()]
+    was_training = net.training
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    try:
+        yield net
+    finally:
+        for p, req in zip(net.parameters(), requires, strict=True):
+            p.requires_grad_(req)
+        net.train(was_training)
+
+
+@torch.no_grad()
+def scaling_targets(net: Trajectory, x_train: torch.Tensor, cfg: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs of the scaled module, its outputs in the original net) on ``cfg.n_train`` samples."""
+    prefix, target_layer, _ = net.split(cfg.layer)
+    if 0 < cfg.n_train < len(x_train):
+        g = torch.Generator().manual_seed(int(cfg.seed))
+        x_train = x_train[torch.randperm(len(x_train), generator=g)[: cfg.n_train]]
+    s0 = torch.cat([prefix(xb) for xb in x_train.split(8192)])
+    return s0, torch.cat([target_layer(sb) for sb in s0.split(8192)])
+
+
+def scaling_loss(
+    layers: nn.Sequential, target_layer: nn.Module, s: torch.Tensor, target: torch.Tensor, cfg: Any, dim: int, w: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, Huber term, linearity term) of one batch: Huber between the frozen layer's output
+    through the new layers and its original output, plus ``w`` times ``delay_linearity_error`` of
+    the zero-padded (to ``dim``) trajectory s_0 .. s_{n+1} when ``cfg.linear_weight > 0``."""
+    states = [s]
+    for layer in layers:
+        states.append(layer(states[-1]))
+    out = target_layer(states[-1])
+    huber = nn.functional.huber_loss(out, target, delta=cfg.huber_delta)
+    if cfg.linear_weight <= 0:
+        return huber, huber, torch.zeros(())
+    S = torch.stack([nn.functional.pad(t, (0, dim - t.shape[1])) for t in [*states, out]], 1)
+    lin = delay_linearity_error(S, int(cfg.linear_h))
+    return huber + w * lin, huber, lin
+
+
+def fit_new_layers(
+    layers: nn.Sequential, target_layer: nn.Module, s0: torch.Tensor, target: torch.Tensor, cfg: Any, dim: int,
+    log_every: int = 0,
+) -> tuple[float, float]:  # fmt: skip
+    """AdamW with a triangular learning rate over ``cfg.epochs``; the mean (Huber, linearity) terms
+    of the last epoch."""
+    opt = torch.optim.AdamW(layers.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = triangular_lr(opt, max(1, cfg.epochs * -(-len(s0) // cfg.batch_size)), warmup_frac=0.1)
+    g = torch.Generator().manual_seed(int(cfg.seed))
+    layers.train()
+    for epoch in range(cfg.epochs):
+        # the linearity weight ramps up linearly over the first `linear_warmup` of the epochs, so
+        # that the layers first reproduce the downstream activation (else they can collapse)
+        w = min(1.0, epoch / max(1.0, cfg.linear_warmup * cfg.epochs)) * cfg.linear_weight
+        sums = torch.zeros(2)
+        for idx in torch.randperm(len(s0), generator=g).split(cfg.batch_size):
+            loss, huber, lin = scaling_loss(layers, target_layer, s0[idx], target[idx], cfg, dim, w)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            sums += torch.stack([huber.detach(), lin.detach()]) * len(idx)
+        if log_every and (epoch + 1) % log_every == 0:
+            mean = (sums / len(s0)).tolist()
+            log.info("scaling epoch %d/%d: huber %.3e, linearity %.3e", epoch + 1, cfg.epochs, *mean)
+    layers.eval()
+    huber_mean, lin_mean = (sums / len(s0)).tolist()
+    return huber_mean, lin_mean
+
+
 def train_scaling(
     net: Trajectory, x_train: torch.Tensor, cfg: Any, log_every: int = 0
 ) -> tuple[nn.Sequential, dict[str, float]]:
-    """Train the new layers of ``cfg`` (a ScalingConfig) in front of the frozen module producing
-    state ``cfg.layer`` of the trajectory ``net`` (``Trajectory.scaled`` then inserts them).
+    """Train the new layers of ``cfg`` (a checked ScalingConfig: ``as_dmd_config(...).scaling``) in
+    front of the frozen module producing state ``cfg.layer`` of the trajectory ``net``
+    (``Trajectory.scaled`` then inserts them).
 
     Loss: Huber between the frozen layer's output through the new layers and in the original net
     (the paper). With ``cfg.linear_weight > 0`` (kaelab's addition) it adds that weight (ramped up
@@ -141,71 +223,17 @@ def train_scaling(
     the true trajectories, as always) carries over many layers.
     """
     check_scaling(net.n_states, cfg.layer, cfg.n_layers)
-    prefix, target_layer, _ = net.split(cfg.layer)
     width = net.in_width(cfg.layer)
     dim = max(width, net.widths[cfg.layer], cfg.width or 0)
     layers = new_layers(width, cfg.n_layers, cfg.width, cfg.init, cfg.init_noise, seed=int(cfg.seed))
-    linear = cfg.linear_weight > 0
-    if linear and not 0 <= cfg.linear_h <= cfg.n_layers:
-        raise ConfigError(f"dmd.scaling.linear_h={cfg.linear_h} must be in 0..n_layers={cfg.n_layers}")
-    frozen = [p.requires_grad for p in net.parameters()]
-    was_training = net.training
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    if 0 < cfg.n_train < len(x_train):
-        g = torch.Generator().manual_seed(int(cfg.seed))
-        x_train = x_train[torch.randperm(len(x_train), generator=g)[: cfg.n_train]]
-    try:
-        with torch.no_grad():
-            s0 = torch.cat([prefix(xb) for xb in x_train.split(8192)])
-            target = torch.cat([target_layer(sb) for sb in s0.split(8192)])
+    with frozen(net):
+        s0, target = scaling_targets(net, x_train, cfg)
         revived = revive_dead_units(layers, s0[:4096], seed=int(cfg.seed))
         t0 = time.perf_counter()
-        opt = torch.optim.AdamW(layers.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        steps_per_epoch = -(-len(s0) // cfg.batch_size)
-        sched = triangular_lr(opt, max(1, cfg.epochs * steps_per_epoch), warmup_frac=0.1)
-        loss_fn = nn.HuberLoss(delta=cfg.huber_delta)
-        g = torch.Generator().manual_seed(int(cfg.seed))
-        layers.train()
-        for epoch in range(cfg.epochs):
-            # the linearity weight ramps up linearly over the first `linear_warmup` of the epochs, so
-            # that the layers first reproduce the downstream activation (else they can collapse)
-            ramp = min(1.0, epoch / max(1.0, cfg.linear_warmup * cfg.epochs))
-            sums = torch.zeros(2)
-            for idx in torch.randperm(len(s0), generator=g).split(cfg.batch_size):
-                states = [s0[idx]]
-                for layer in layers:
-                    states.append(layer(states[-1]))
-                out = target_layer(states[-1])
-                huber = loss_fn(out, target[idx])
-                loss, lin = huber, torch.zeros(())
-                if linear:
-                    S = torch.stack([nn.functional.pad(s, (0, dim - s.shape[1])) for s in [*states, out]], 1)
-                    lin = delay_linearity_error(S, int(cfg.linear_h))
-                    loss = huber + ramp * cfg.linear_weight * lin
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                sums += torch.stack([huber.detach(), lin.detach()]) * len(idx)
-            if log_every and (epoch + 1) % log_every == 0:
-                log.info(
-                    "scaling epoch %d/%d: huber %.3e, linearity %.3e", epoch + 1, cfg.epochs, *(sums / len(s0)).tolist()
-                )
-        layers.eval()
-        huber_mean, lin_mean = (sums / len(s0)).tolist()
-        info = {
-            "scaling/train_huber": huber_mean,
-            "scaling/time_s": time.perf_counter() - t0,
-            "scaling/revived_units": revived,
-        }
-        if linear:
-            info["scaling/train_linearity_err"] = lin_mean
-    finally:
-        for p, req in zip(net.parameters(), frozen, strict=True):
-            p.requires_grad_(req)
-        net.train(was_training)
+        huber, lin = fit_new_layers(layers, net.split(cfg.layer)[1], s0, target, cfg, dim, log_every)
+    info = {"scaling/train_huber": huber, "scaling/time_s": time.perf_counter() - t0, "scaling/revived_units": revived}
+    if cfg.linear_weight > 0:
+        info["scaling/train_linearity_err"] = lin
     for p in layers.parameters():
         p.requires_grad_(False)
     return layers, info

@@ -3,16 +3,12 @@
 PyDMD's ``DMD(svd_rank=r).fit(X, Y)`` on paired snapshots (columns ``x_i -> y_i``) computes the
 truncated SVD ``X ~ U S V^T`` and the reduced operator ``A~ = U^T Y V S^-1`` (r x r), whose
 eigenvalues are the DMD eigenvalues. The projected (``exact=False``) full operator is
-``A = U A~ U^T``; we keep it in that low-rank form and apply it batched in torch:
+``A = U A~ U^T``; we keep it in that low-rank form and apply it batched in torch, stepped by a
+rollout (kaelab/dmd/rollout.py: ``reduced``, ``shift`` or the user's own ``_target_``).
 
-* ``reduced`` rollout: ``y = U^T z_h``, then ``y <- A~ y`` once per predicted state (one batched
-  ``[B, r] @ [r, r]`` matmul per step), and only the newest block of ``U y`` is read at the end;
-* ``shift`` rollout: the delay window is shifted exactly and only its newest state is predicted,
-  ``s_{t+1} = M z_t`` with ``M = U_last A~ U^T`` (one batched ``[B, (h+1)D] @ [(h+1)D, D]`` matmul).
-
-With the full numerical rank both rollouts give the same predictions. Since every step is linear,
-the hybrid network composes the steps of its span once into one ``[(h+1)D, D]`` matrix
-(``DelayOperator.propagator``) and applies that; the stepwise rollout remains for diagnostics.
+Since every step is linear, the hybrid network composes the steps of its span once into one
+``[(h+1)D, D]`` matrix (``DelayOperator.propagator``) and applies that; the stepwise rollout
+remains for diagnostics.
 """
 
 from __future__ import annotations
@@ -31,12 +27,13 @@ from safetensors.torch import save_file
 from threadpoolctl import threadpool_limits
 from torch import nn
 
+from kaelab.dmd.config import DMDConfig, check_rank
 from kaelab.dmd.delay import paired_snapshots
-from kaelab.errors import ConfigError, check_choice
+from kaelab.dmd.rollout import build_rollout
+from kaelab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-ROLLOUTS = ("reduced", "shift")
 # States are float32 network activations: singular values below this fraction of the largest are
 # round-off (or zero padding), and inverting them in A~ = U^T Y V S^-1 would only amplify noise.
 RANK_RTOL = 1e-6
@@ -67,8 +64,8 @@ class DelayOperator(nn.Module):
         tensors = {
             "U": self.U.contiguous(),
             "Atilde": self.Atilde.contiguous(),
-            "eigs_real": torch.from_numpy(np.ascontiguousarray(eigs.real, dtype=np.float64)),
-            "eigs_imag": torch.from_numpy(np.ascontiguousarray(eigs.imag, dtype=np.float64)),
+            "eigs_real": torch.from_numpy(np.array(eigs.real, dtype=np.float64)),
+            "eigs_imag": torch.from_numpy(np.array(eigs.imag, dtype=np.float64)),
         }
         header = {"h": str(self.h), "state_dim": str(self.state_dim), **{k: str(v) for k, v in meta.items()}}
         save_file(tensors, str(path), metadata=header)
@@ -89,36 +86,27 @@ class DelayOperator(nn.Module):
     def spectral_radius(self) -> float:
         return float(np.abs(self.eigs).max()) if len(self.eigs) else 0.0
 
-    def rollout(self, z: torch.Tensor, steps: int, mode: str = "reduced", all_states: bool = False):
-        """Predict ``steps`` states after the delay vector ``z`` ([B, (h+1)D]).
+    def rollout(
+        self, z: torch.Tensor, steps: int, mode: Any = DMDConfig.rollout, all_states: bool = False
+    ) -> torch.Tensor:
+        """Predict ``steps`` states after the delay vector ``z`` ([B, (h+1)D]) with the rollout
+        ``mode`` (a built-in name, a ``_target_`` config or a built rollout: kaelab/dmd/rollout.py).
 
         Returns the last predicted state ``[B, D]`` or, with ``all_states``, ``[B, steps, D]``.
         """
-        check_choice(mode, ROLLOUTS, "dmd.rollout")
         if steps < 1:
             raise ValueError(f"rollout needs steps >= 1, got {steps}")
-        z = z.to(self.U.dtype)
-        d = self.state_dim
-        out = []
-        if mode == "reduced":
-            y = z @ self.U
-            At = self.Atilde.T
-            for _ in range(steps):
-                y = y @ At
-                if all_states:
-                    out.append(y @ self.U[-d:].T)
-            last = y @ self.U[-d:].T
-        else:
-            Mt = self.M.T
-            for _ in range(steps):
-                s = z @ Mt
-                z = torch.cat([z[:, d:], s], dim=1) if self.h else s
-                if all_states:
-                    out.append(s)
-            last = s
-        return torch.stack(out, dim=1) if all_states else last
+        rollout = build_rollout(mode)
+        out = rollout(self, z.to(self.U.dtype), steps, all_states)
+        shape = (len(z), steps, self.state_dim) if all_states else (len(z), self.state_dim)
+        if tuple(getattr(out, "shape", ())) != shape:
+            raise ConfigError(
+                f"dmd.rollout: {type(rollout).__qualname__} returned {tuple(getattr(out, 'shape', ()))} "
+                f"for {steps} steps of {len(z)} delay vectors, expected {shape}"
+            )
+        return out
 
-    def propagator(self, steps: int, mode: str = "reduced") -> torch.Tensor:
+    def propagator(self, steps: int, mode: Any = DMDConfig.rollout) -> torch.Tensor:
         """The ``[(h+1)D, D]`` matrix P with ``rollout(z, steps, mode) == z @ P`` for every z.
 
         The rollout is linear in z, so rolling out the identity once gives its matrix; the hybrid
@@ -153,17 +141,6 @@ def _blas_threads(n: int):
     ``trainer.num_threads`` bounds the whole fit: on a loaded machine, BLAS threads beyond the free
     cores spin-wait and a fit slows down by 10-60x (measured on a 2-core machine)."""
     return threadpool_limits(limits=n, user_api="blas")
-
-
-def valid_rank(rank: int) -> bool:
-    """A DMD rank setting: a positive int, or -1 for the numerical rank."""
-    return rank > 0 or rank == -1
-
-
-def check_rank(rank: int) -> None:
-    """The one check of ``dmd.rank`` (the stage checks it before any work, the fit again)."""
-    if not valid_rank(rank):
-        raise ConfigError(f"dmd.rank must be a positive int or -1 (numerical rank), got {rank}")
 
 
 def resolve_rank(rank: int, singular_values: np.ndarray) -> int:
@@ -217,72 +194,93 @@ def estimator_operator(estimator: Any, X: np.ndarray, Y: np.ndarray) -> tuple[np
     return np.asarray(U), np.asarray(op.as_numpy_array), np.asarray(op.eigenvalues)
 
 
-def fit_delay_dmd(
-    S: torch.Tensor,
-    h: int,
-    rank: int,
-    dtype: torch.dtype = torch.float32,
-    tikhonov: float | None = None,
-    svals: np.ndarray | None = None,
-    estimator: Mapping[str, Any] | None = None,
-) -> DMDFit:
-    """Fit DMD on paired delay snapshots of trajectories ``S = [N, T + 1, D]`` (float64 numerics).
+def projected_dmd(X: np.ndarray, Y: np.ndarray, rank: int, tikhonov: float | None) -> tuple[np.ndarray, ...]:
+    """(U, A~, eigenvalues) of kaelab's projected DMD on snapshot pairs (columns X -> Y).
 
-    ``svals``: the singular values of the snapshot matrix X if already known (``singular_values``).
-    ``estimator``: a ``_target_`` config of another estimator (``estimator_operator``), built with
-    ``svd_rank`` set to the resolved rank (and ``tlsq_rank: -1`` to it too); None: kaelab's
-    projected DMD below.
+    PyDMD's DMDOperator is the part of DMD.fit that computes the operator: the truncated SVD of X
+    and A~ = U^T Y V S^-1 with its eigenvalues. Used directly, it skips what DMD.fit adds around
+    it and the operator never uses: Snapshots' np.linalg.cond warnings (three more full SVDs, 90%
+    of the fit time on MNIST-sized snapshots) and the amplitudes of a single time series.
     """
-    t0 = time.perf_counter()
-    X, Y = paired_snapshots(S.double(), h)
-    svals = singular_values(X) if svals is None else svals
-    r = resolve_rank(rank, svals)
-    Xn, Yn = X.T.contiguous().numpy(), Y.T.contiguous().numpy()  # PyDMD: one snapshot per column
-    if estimator is not None:
-        from kaelab.instantiate import instantiate
-
-        extra = {"svd_rank": r}
-        tlsq = int(estimator.get("tlsq_rank") or 0)
-        if tlsq == -1:  # TLS-DMD at the rank of the fit (as dmd.rank=-1)
-            tlsq = r
-            if r >= int((svals > svals[0] * RANK_RTOL).sum()):
-                log.warning(
-                    "dmd.estimator: total-least-squares DMD at the full numerical rank (%d) of the delay "
-                    "snapshots lost the dynamics on the MNIST ResMLP's blocks (test accuracy 0.10, against "
-                    "0.99 at rank 256); a dmd.rank below it is safer",
-                    r,
-                )
-        if tlsq:  # kaelab projects (tls_project), the estimator fits the projected pairs
-            extra["tlsq_rank"] = 0
-        est = instantiate(estimator, "dmd.estimator", **extra)
-        with _blas_threads(torch.get_num_threads()):
-            if tlsq:
-                Xn, Yn = tls_project(Xn, Yn, tlsq)
-            U, Atilde, eigs = estimator_operator(est, Xn, Yn)
-        op = DelayOperator(
-            torch.from_numpy(np.real(U)).to(dtype), torch.from_numpy(np.real(Atilde)).to(dtype), h, S.shape[-1], eigs
-        )
-        return DMDFit(op, time.perf_counter() - t0, svals, n_pairs=X.shape[0])
-    # PyDMD's DMDOperator is the part of DMD.fit that computes the operator: the truncated SVD of X
-    # and A~ = U^T Y V S^-1 with its eigenvalues. Used directly, it skips what DMD.fit adds around
-    # it and the operator never uses: Snapshots' np.linalg.cond warnings (three more full SVDs, 90%
-    # of the fit time on MNIST-sized snapshots) and the amplitudes of a single time series.
-    dmd_op = DMDOperator(
-        svd_rank=r,
+    op = DMDOperator(
+        svd_rank=rank,
         exact=False,
         forward_backward=False,
         rescale_mode=None,
         sorted_eigs=False,
         tikhonov_regularization=tikhonov,
     )
+    U, _, _ = op.compute_operator(X, Y)
+    return U, np.asarray(op.as_numpy_array), np.asarray(op.eigenvalues)
+
+
+def tls_rank(estimator: Mapping[str, Any], rank: int, svals: np.ndarray) -> int:
+    """The estimator's ``tlsq_rank`` (0: no total-least-squares projection; -1: ``rank``, the
+    resolved rank of the fit, as ``dmd.rank=-1``)."""
+    tlsq = int(estimator.get("tlsq_rank") or 0)
+    if tlsq != -1:
+        return tlsq
+    if rank >= int((svals > svals[0] * RANK_RTOL).sum()):
+        log.warning(
+            "dmd.estimator: total-least-squares DMD at the full numerical rank (%d) of the delay snapshots lost "
+            "the dynamics on the MNIST ResMLP's blocks (test accuracy 0.10, against 0.99 at rank 256); a dmd.rank "
+            "below it is safer",
+            rank,
+        )
+    return rank
+
+
+def configured_dmd(
+    estimator: Mapping[str, Any], X: np.ndarray, Y: np.ndarray, rank: int, svals: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """(U, A~, eigenvalues) of the ``_target_`` estimator built with ``svd_rank=rank``; with a
+    ``tlsq_rank``, kaelab projects the pairs (``tls_project``) and the estimator fits those."""
+    from kaelab.instantiate import instantiate
+
+    tlsq = tls_rank(estimator, rank, svals)
+    extra = {"svd_rank": rank, **({"tlsq_rank": 0} if tlsq else {})}
+    est = instantiate(estimator, "dmd.estimator", **extra)
+    if tlsq:
+        X, Y = tls_project(X, Y, tlsq)
+    return estimator_operator(est, X, Y)
+
+
+def fit_delay_dmd(
+    S: torch.Tensor,
+    h: int = DMDConfig.h,
+    rank: int = DMDConfig.rank,
+    dtype: torch.dtype = torch.float32,
+    tikhonov: float | None = DMDConfig.tikhonov,
+    svals: np.ndarray | None = None,
+    estimator: Mapping[str, Any] | None = DMDConfig.estimator,
+) -> DMDFit:
+    """Fit DMD on paired delay snapshots of trajectories ``S = [N, T + 1, D]`` (float64 numerics):
+    the linear operator of the Koopman layers paper (Method Summary) on ``delay_embed`` coordinates.
+
+    ``svals``: the singular values of the snapshot matrix X if already known (``singular_values``).
+    ``estimator``: a ``_target_`` config of another estimator (``configured_dmd``), built with
+    ``svd_rank`` set to the resolved rank (and ``tlsq_rank: -1`` to it too); None: kaelab's
+    projected DMD (``projected_dmd``, with ``tikhonov``).
+
+    Example:
+        >>> import torch, kaelab as kl
+        >>> A = torch.tensor([[0.9, -0.2], [0.2, 0.9]])
+        >>> x0 = torch.randn(50, 2)
+        >>> S = torch.stack([x0 @ torch.linalg.matrix_power(A, t).T for t in range(4)], dim=1)  # [50, 4, 2]
+        >>> fit = kl.fit_delay_dmd(S, h=0, rank=-1)
+        >>> round(fit.operator.spectral_radius(), 4)  # |eigenvalues of A| = sqrt(0.9^2 + 0.2^2)
+        0.922
+    """
+    t0 = time.perf_counter()
+    X, Y = paired_snapshots(S.double(), h)
+    svals = singular_values(X) if svals is None else svals
+    r = resolve_rank(rank, svals)
+    Xn, Yn = X.T.contiguous().numpy(), Y.T.contiguous().numpy()  # PyDMD: one snapshot per column
     with _blas_threads(torch.get_num_threads()):
-        U, _, _ = dmd_op.compute_operator(Xn, Yn)
-    Atilde = np.asarray(dmd_op.as_numpy_array)
-    op = DelayOperator(
-        torch.from_numpy(np.real(U)).to(dtype),
-        torch.from_numpy(np.real(Atilde)).to(dtype),
-        h=h,
-        state_dim=S.shape[-1],
-        eigs=np.asarray(dmd_op.eigenvalues),
-    )
+        if estimator is None:
+            U, Atilde, eigs = projected_dmd(Xn, Yn, r, tikhonov)
+        else:
+            U, Atilde, eigs = configured_dmd(estimator, Xn, Yn, r, svals)
+    real = (torch.from_numpy(np.real(m)).to(dtype) for m in (U, Atilde))
+    op = DelayOperator(*real, h=h, state_dim=S.shape[-1], eigs=np.asarray(eigs))
     return DMDFit(op, time.perf_counter() - t0, svals, n_pairs=X.shape[0])

@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from kaelab.base_model import base_model, trajectory_spec
+from kaelab.base_model import base_model, train_task, trajectory_spec
 from kaelab.dmd.callback import DMDReplacement, smoke_config
 from kaelab.dmd.study import dmd_n_states, grid_points
 from kaelab.errors import ConfigError
@@ -32,9 +32,23 @@ def dmd_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     grid_points(replacement.cfg, dmd_n_states(len(names), replacement.cfg))
     bm = base_model(cfg, run_dir / "base_model")
     replacement.cache_dir, replacement.cache_key = cfg.paths.cache_dir, bm.key
-    loggers = build_loggers(cfg, run_dir, cfg.name)
+    loggers = build_loggers(cfg.logger, run_dir, cfg.name)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=False))
     metrics = replacement.run(bm.module, bm.datamodule, run_dir, loggers=loggers)
     metrics["dmd/base_model_key"] = bm.key
     return metrics
+
+
+def train_with_dmd(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """``task=train +dmd=...``: the base model's training run with ``DMDReplacement`` attached, so
+    the study runs on the model when the fit ends (files in ``run_dir/dmd``); the run's metrics
+    include the study's."""
+    if "spawn" in str(cfg.trainer.strategy):
+        raise ConfigError(
+            "+dmd on a training run needs a single-process trainer (the DMD study runs in on_fit_end, "
+            "inside the DDP workers): train with trainer=ddp, then run task=dmd on the cached model"
+        )
+    replacement = DMDReplacement(cfg.dmd, out_dir=run_dir / "dmd", trajectory=trajectory_spec(cfg))
+    metrics = train_task(cfg, run_dir, callbacks=[replacement])
+    return {**metrics, **replacement.metrics}

@@ -16,17 +16,18 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy
 
+from kaelab.dmd.config import valid_rank
 from kaelab.dmd.delay import check_delay, pad_states, paired_snapshots
 from kaelab.dmd.hybrid import HybridNet, resolve_span
 from kaelab.dmd.layer_scaling import check_scaling
-from kaelab.dmd.operator import ROLLOUTS, DMDFit, check_rank, fit_delay_dmd, resolve_rank, singular_values, valid_rank
-from kaelab.errors import check_choice
+from kaelab.dmd.operator import DMDFit, fit_delay_dmd, resolve_rank, singular_values
+from kaelab.dmd.rollout import rollout_name
+from kaelab.metrics import accuracy_report
 from kaelab.models.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-SELECTS = ("none", "val")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}  # dmd.dtype (DTYPE_NAMES in dmd/config.py)
 
 
 def dmd_n_states(n_net_states: int, cfg: Any) -> int:
@@ -41,6 +42,14 @@ def dmd_n_states(n_net_states: int, cfg: Any) -> int:
 def collect_states(traj: Trajectory, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     """Trajectories ``[N, T + 1, D]`` (zero-padded to the widest state) of inputs ``x``."""
     return torch.cat([pad_states(traj.states(xb), traj.state_dim) for xb in x.split(batch_size)])
+
+
+def fit_states(traj: Trajectory, x_train: torch.Tensor, cfg: Any) -> torch.Tensor:
+    """Trajectories of the ``cfg.n_fit`` training samples (a random subset, seeded by ``cfg.fit_seed``;
+    0: all) that the DMD is fitted on."""
+    n = len(x_train) if cfg.n_fit <= 0 else min(cfg.n_fit, len(x_train))
+    idx = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(int(cfg.fit_seed)))[:n]
+    return collect_states(traj, x_train[idx], cfg.eval_batch_size)
 
 
 @torch.no_grad()
@@ -82,13 +91,10 @@ class PointResult:
 
 
 def grid_points(cfg: Any, n_states: int) -> tuple[GridPoint, list[GridPoint]]:
-    """The main point (validated: raises ConfigError) and the grid (invalid combinations dropped)."""
-    check_choice(cfg.rollout, ROLLOUTS, "dmd.rollout")
-    check_choice(cfg.select, SELECTS, "dmd.select")
-    check_choice(cfg.dtype, DTYPES, "dmd.dtype")
+    """The main point (checked against the trajectory's ``n_states``: raises ConfigError) and the
+    grid (invalid combinations dropped)."""
     span = resolve_span(cfg.span, n_states)
     check_delay(cfg.h, span[1] - span[0] + 1)
-    check_rank(cfg.rank)
     main = GridPoint(int(cfg.h), int(cfg.rank), span)
     hs = list(cfg.grid.h) or [main.h]
     ranks = list(cfg.grid.rank) or [main.rank]
@@ -177,3 +183,43 @@ def select_result(results: list[PointResult], main: GridPoint, select: str) -> P
     if select == "none":
         return next(r for r in results if r.point == main)
     return max(results, key=lambda r: (r.row["val_acc"], r.row["layers_replaced"], -r.row["rank_used"]))
+
+
+def study_metrics(
+    net: nn.Module, best: PointResult, results: list[PointResult], cfg: Any, n_states: int, splits: dict
+) -> dict[str, Any]:
+    """The ``dmd/*`` metrics of the reported point ``best``: the base network's and the hybrid's test
+    accuracy, the layers the operator carries of the span, the fit and the settings behind it."""
+    y_tr, (x_te, y_te) = splits["train"][1], splits["test"]
+    num_classes = int(max(y_te.max().item(), y_tr.max().item())) + 1
+    report = accuracy_report(predict(best.hybrid, x_te, cfg.eval_batch_size), y_te, num_classes, prefix="dmd/test_")
+    row = best.row
+    metrics = {
+        "dmd/base_test_acc": accuracy(net, x_te, y_te, cfg.eval_batch_size),
+        "dmd/test_acc": report["dmd/test_acc"],
+        "dmd/test_acc_macro": report["dmd/test_acc_macro"],
+        "dmd/layers_replaced": row["layers_replaced"],
+        "dmd/original_layers_replaced": row["original_layers_replaced"],
+        "dmd/span_transitions": row["span_transitions"],
+        "dmd/carried_fraction": row["layers_replaced"] / row["span_transitions"],
+        "dmd/span_start": row["span_start"],
+        "dmd/span_end": row["span_end"],
+        "dmd/n_states": n_states,
+        "dmd/h": row["h"],
+        "dmd/rank": row["rank_used"],
+        "dmd/rank_requested": row["rank"],
+        "dmd/fit_time_s": best.fit.fit_time_s,
+        "dmd/n_fit_pairs": best.fit.n_pairs,
+        "dmd/spectral_radius": row["spectral_radius"],
+        "dmd/test_state_rel_err": row["test_state_rel_err"],
+        "dmd/rollout": rollout_name(cfg.rollout),
+        "dmd/estimator": (cfg.estimator or {}).get("_target_", "kaelab projected DMD"),
+        "dmd/grid_points": len(results),
+    }
+    if "val_acc" in row:
+        metrics["dmd/val_acc"] = row["val_acc"]
+    if cfg.scaling.n_layers > 0:
+        metrics["dmd/scaled_test_acc"] = accuracy(best.hybrid.traj, x_te, y_te, cfg.eval_batch_size)
+        # the scaled layer itself is the last transition: does the operator carry it?
+        metrics["dmd/carries_original_layer"] = int(row["span_end"] == n_states - 1)
+    return metrics
