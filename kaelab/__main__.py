@@ -19,7 +19,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from kaelab.config import check_schema, check_values, register_configs
+from kaelab.config import register_configs
 from kaelab.errors import ERROR_FILE, KaelabError
 
 log = logging.getLogger("kaelab")
@@ -56,9 +56,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     _STATE.update(run_dir=run_dir, task=OmegaConf.select(cfg, "task"), overrides=list(hc.overrides.task))
     t0 = time.perf_counter()
     try:
-        check_schema(cfg)
-        check_values(cfg)  # before the heavy imports below: a typo costs a second, not the import of torch
-        from kaelab.pipeline import run
+        from kaelab.pipeline import run  # checks the config first (once), then imports the heavy parts
 
         metrics = run(cfg)
         value = optimized_value(cfg, metrics)
@@ -75,7 +73,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             log.exception("job failed")
             message = f"{type(err).__name__}: {message}"
         # a sweep job's error fails that job only: the sweep goes on and reports it at the end
-        # (kaelab.errors.RunGuard: sweep_summary.json, and a non-zero exit)
+        # (kaelab.run_guard.RunGuard: sweep_summary.json, and a non-zero exit)
         try:
             (run_dir / ERROR_FILE).write_text(message + "\n")
         except OSError:

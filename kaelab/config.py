@@ -7,13 +7,14 @@ Stage configs (``kae``, ``dmd``) live next to the code that reads them and are r
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from kaelab.errors import ConfigError, check_choice
+from kaelab.errors import ConfigError, check_choice, writable_dir_problem
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -115,38 +116,6 @@ class TrainerConfig:
 
 
 @dataclass
-class WandbConfig:
-    mode: str = "offline"  # online | offline | disabled
-    project: str = "kaelab"
-    entity: Optional[str] = None
-    group: Optional[str] = None
-    tags: list[str] = field(default_factory=list)
-    log_model: bool = False
-
-
-@dataclass
-class LoggerConfig:
-    csv: bool = True
-    tensorboard: bool = False
-    wandb: Optional[WandbConfig] = None
-    # more loggers, by name, each a _target_ config (conf/logger/extra/*.yaml, +logger/extra=NAME);
-    # one whose class takes save_dir gets the stage's log dir unless it sets its own
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class CallbacksConfig:
-    checkpoint: bool = True  # ModelCheckpoint writing last.ckpt every epoch (for resume)
-    checkpoint_every_n_epochs: int = 1
-    progress_bar: str = "tqdm"  # tqdm | rich | none
-    progress_refresh_rate: int = 10
-    lr_monitor: bool = True
-    # more callbacks, by name, each a _target_ config (conf/callbacks/extra/*.yaml,
-    # +callbacks/extra=NAME), e.g. EarlyStopping; added to every stage's Trainer
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class PathsConfig:
     data_dir: str = "${oc.env:KAELAB_DATA_DIR,data}"
     output_root: str = "${oc.env:KAELAB_OUTPUT_DIR,outputs}"
@@ -170,8 +139,12 @@ class Config:
     data: Any = MISSING
     model: ModelConfig = MISSING  # type: ignore[assignment]
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    # the loggers and callbacks of every stage, by name, each a ``_target_`` config built with
+    # hydra.utils.instantiate (conf/logger/*.yaml, conf/callbacks/*.yaml); null or ``~logger.NAME``
+    # removes one. kaelab fills in, per stage, the arguments a target takes and its config leaves
+    # unset: a logger's ``save_dir`` and ``name``, a callback's ``dirpath`` (kaelab.training)
+    logger: dict[str, Any] = field(default_factory=dict)
+    callbacks: dict[str, Any] = field(default_factory=dict)
     paths: PathsConfig = field(default_factory=PathsConfig)
     kae: Any = None
     dmd: Any = None
@@ -233,8 +206,6 @@ def register_configs() -> None:
     cs.store(group="data", name="mnist_schema", node=MNISTDataConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
-    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
-    cs.store(group="callbacks", name="callbacks_schema", node=CallbacksConfig)
     cs.store(group="paths", name="paths_schema", node=PathsConfig)
 
 
@@ -261,72 +232,127 @@ def check_schema(cfg: Any, path: str = "") -> None:
             check_schema(cfg._get_node(idx), f"{path}{idx}.")
 
 
+# ------------------------------------------------------------------------------------------ checks
 def check_values(cfg: DictConfig) -> None:
-    """Reject values that are well-typed but invalid, before any work starts (one-line ConfigError)."""
+    """Reject values that are well-typed but invalid, before any work starts, with a one-line
+    ConfigError naming the key: the whole config's floats, then each group's own check (the stage
+    groups' next to their schemas, in their packages). ``kaelab.pipeline.run`` calls it once a run."""
+    check_finite(cfg)
+    check_run_values(cfg)
+    check_trainer_values(cfg.trainer)
+    check_data_values(cfg.data, OmegaConf.select(cfg, "model.net.out_dim", default=None))
+    check_model_values(cfg.model)
+    check_logger_values(cfg.logger)
+    check_callbacks_values(cfg.callbacks)
+    check_paths_values(cfg.paths)
+    check_stage_values(cfg)
 
-    def at_least(key: str, low: float) -> None:
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is None:  # not set (optional) or not part of this config
-            return
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
-            raise ConfigError(f"{key}={value} must be >= {low}")
 
-    def within(key: str, low: float, high: float) -> None:
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is not None and not low <= value < high:
-            raise ConfigError(f"{key}={value} must be in [{low}, {high})")
+def check_finite(node: Any, where: str = "") -> None:
+    """Refuse a nan or inf anywhere in the resolved config (every group, nested keys, list items)."""
+    if isinstance(node, DictConfig):
+        children = [(f"{where}.{k}" if where else str(k), k) for k in node.keys() if where or k != "hydra"]
+    elif isinstance(node, ListConfig):
+        children = [(f"{where}[{i}]", i) for i in range(len(node))]
+    else:
+        return
+    for key, index in children:
+        try:
+            value = node[index]
+        except Exception:  # ??? or an interpolation only Hydra's runtime resolves: not a number here
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value} must be a finite number")
+        check_finite(value, key)
 
-    from kaelab.instantiate import check_target, logger_needs_dir
 
-    for group in ("callbacks", "logger"):  # a bad _target_ or argument fails here, before any work
-        for name, node in (OmegaConf.select(cfg, f"{group}.extra", default=None) or {}).items():
-            if node is not None:
-                given = {"save_dir": "."} if group == "logger" and logger_needs_dir(node) else {}
-                check_target(node, f"{group}.extra.{name}", **given)
+def _at_least(node: Any, group: str, key: str, low: float) -> None:
+    value = OmegaConf.select(node, key, default=None)
+    if value is None:  # not set (optional) or not part of this config
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
+        raise ConfigError(f"{group}.{key}={value} must be >= {low}")
 
-    task = cfg.task
+
+def _within(node: Any, group: str, key: str, low: float, high: float) -> None:
+    value = OmegaConf.select(node, key, default=None)
+    if value is not None and not low <= value < high:
+        raise ConfigError(f"{group}.{key}={value} must be in [{low}, {high})")
+
+
+def check_run_values(cfg: DictConfig) -> None:
+    """The root keys: task, optimized_metric, ckpt_path against model.checkpoint."""
+    check_choice(cfg.task, TASKS, "task")
     metric = OmegaConf.select(cfg, "optimized_metric", default=None)
     if metric is not None and "test" in str(metric).split("/")[-1]:
         raise ConfigError(
             f"optimized_metric={metric} is a test metric: a search must select on validation data "
             "(e.g. kae/val_acc, val/acc), and the test split reports the selected run"
         )
-    if cfg.ckpt_path and task != "train":
+    if cfg.ckpt_path and cfg.task != "train":
         raise ConfigError(
-            f"ckpt_path resumes a task=train run; task={task} does not use it (a trained base model is given "
+            f"ckpt_path resumes a task=train run; task={cfg.task} does not use it (a trained base model is given "
             "with model.checkpoint=PATH)"
         )
-    if OmegaConf.select(cfg, "model.checkpoint") and task == "train":
+    if OmegaConf.select(cfg, "model.checkpoint") and cfg.task == "train":
         raise ConfigError(
             "model.checkpoint gives a trained base model to task=kae|dmd|edit|topology|spectrum; task=train trains one "
             "(resume an interrupted one with ckpt_path=PATH)"
         )
-    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))
+
+
+def check_trainer_values(trainer: DictConfig) -> None:
+    """The ``trainer`` group: counts >= 1, and a GPU when one is asked for."""
+    for key in ("num_threads", "check_val_every_n_epoch", "log_every_n_steps"):
+        _at_least(trainer, "trainer", key, 1)
+    accelerator = str(OmegaConf.select(trainer, "accelerator", default="cpu"))
     if accelerator in ("gpu", "cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError(f"trainer.accelerator={accelerator} needs a CUDA GPU, none is visible (use trainer=cpu)")
-    for key in ("model.epochs", "data.batch_size", "data.eval_batch_size", "data.n_train", "data.n_test"):
-        at_least(key, 1)
-    for key in ("trainer.num_threads", "trainer.check_val_every_n_epoch", "trainer.log_every_n_steps"):
-        at_least(key, 1)
-    for key in ("callbacks.checkpoint_every_n_epochs", "callbacks.progress_refresh_rate"):
-        at_least(key, 1)
-    for key in ("model.net.in_dim", "model.net.out_dim", "model.net.width", "model.net.n_blocks"):
-        at_least(key, 1)
-    for key in ("model.optim.momentum", "model.optim.weight_decay", "data.augment_shift", "data.n_val"):
-        at_least(key, 0)
-    if OmegaConf.select(cfg, "model.optim.lr", default=1.0) <= 0:
-        raise ConfigError(f"model.optim.lr={cfg.model.optim.lr} must be > 0")
-    within("model.label_smoothing", 0.0, 1.0)
-    within("model.optim.momentum", 0.0, 1.0)
-    if not 0.0 < OmegaConf.select(cfg, "model.optim.warmup_frac", default=0.5) < 1.0:
-        raise ConfigError(f"model.optim.warmup_frac={cfg.model.optim.warmup_frac} must be in (0, 1)")
-    from kaelab.models.factory import check_net_config
 
-    check_net_config(OmegaConf.to_container(cfg.model.net, resolve=True))
-    traj = OmegaConf.select(cfg, "model.trajectory", default=None)
+
+def check_data_values(data: DictConfig, n_classes: Optional[int] = None) -> None:
+    """The ``data`` group: sizes, the classes left out (of ``n_classes``), the datamodule's arguments."""
+    for key in ("batch_size", "eval_batch_size", "n_train", "n_test"):
+        _at_least(data, "data", key, 1)
+    for key in ("augment_shift", "n_val"):
+        _at_least(data, "data", key, 0)
+    val_size = OmegaConf.select(data, "val_size", default=None)
+    if val_size is not None and not 0 <= val_size < 60000:
+        raise ConfigError(f"data.val_size={val_size} must be in [0, 60000) (carved from the 60,000 MNIST images)")
+    excluded = OmegaConf.select(data, "exclude_classes", default=None) or []
+    for c in excluded:
+        if n_classes is not None and not 0 <= c < n_classes:
+            raise ConfigError(f"data.exclude_classes={list(excluded)}: class {c} is not in [0, {n_classes})")
+    if n_classes is not None and len(set(excluded)) >= n_classes:
+        raise ConfigError(f"data.exclude_classes={list(excluded)} leaves no class to train on")
+    from kaelab.instantiate import check_target
+
+    spec = OmegaConf.to_container(data, resolve=True)
+    if isinstance(spec, dict) and "_target_" in spec:  # the datamodule's arguments, before any work
+        spec.pop("name", None)
+        check_target(spec, "data")
+
+
+def check_model_values(model: DictConfig) -> None:
+    """The ``model`` group: the recipe's ranges, then the objects built from its ``_target_`` configs."""
+    _at_least(model, "model", "epochs", 1)
+    for key in ("net.in_dim", "net.out_dim", "net.width", "net.n_blocks"):
+        _at_least(model, "model", key, 1)
+    for key in ("optim.momentum", "optim.weight_decay"):
+        _at_least(model, "model", key, 0)
+    if OmegaConf.select(model, "optim.lr", default=1.0) <= 0:
+        raise ConfigError(f"model.optim.lr={model.optim.lr} must be > 0")
+    _within(model, "model", "label_smoothing", 0.0, 1.0)
+    _within(model, "model", "optim.momentum", 0.0, 1.0)
+    if not 0.0 < OmegaConf.select(model, "optim.warmup_frac", default=0.5) < 1.0:
+        raise ConfigError(f"model.optim.warmup_frac={model.optim.warmup_frac} must be in (0, 1)")
+    hidden = OmegaConf.select(model, "net.hidden", default=None)
+    if hidden is not None and (len(hidden) == 0 or min(hidden) < 1):
+        raise ConfigError(f"model.net.hidden={list(hidden)} must list widths >= 1")
+    traj = OmegaConf.select(model, "trajectory", default=None)
     if traj is not None and (
         not isinstance(traj, DictConfig)
         or set(traj.keys()) != {"stages", "head"}
@@ -337,33 +363,93 @@ def check_values(cfg: DictConfig) -> None:
             "model.trajectory must be {stages: [module paths], head: module path}, got "
             f"{OmegaConf.to_container(traj) if OmegaConf.is_config(traj) else traj!r}"
         )
-    from kaelab.instantiate import check_target, takes_argument  # objects built from _target_ configs
+    check_choice(model.scheduler_interval, ("step", "epoch"), "model.scheduler_interval")
+    check_model_objects(model)
 
-    if OmegaConf.select(cfg, "model.optimizer", default=None) is not None:
-        if not cfg.model.optimizer.get("_partial_"):
+
+def check_model_objects(model: DictConfig) -> None:
+    """The network, optimizer and LR scheduler ``_target_`` configs fit their targets' signatures."""
+    from kaelab.instantiate import check_target, takes_argument
+    from kaelab.models.factory import check_net_config
+
+    check_net_config(OmegaConf.to_container(model.net, resolve=True))
+    if OmegaConf.select(model, "optimizer", default=None) is not None:
+        if not model.optimizer.get("_partial_"):
             raise ConfigError("model.optimizer needs _partial_: true (kaelab passes the parameter groups)")
-        check_target(cfg.model.optimizer, "model.optimizer")
-    check_choice(cfg.model.scheduler_interval, ("step", "epoch"), "model.scheduler_interval")
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    if isinstance(data, dict) and "_target_" in data:  # the datamodule's arguments, before any work
-        data.pop("name", None)
-        check_target(data, "data")
-    if OmegaConf.select(cfg, "model.scheduler", default=None) is not None:
-        node = cfg.model.scheduler
+        check_target(model.optimizer, "model.optimizer")
+    if OmegaConf.select(model, "scheduler", default=None) is not None:
+        node = model.scheduler
         if not node.get("_partial_"):
             raise ConfigError("model.scheduler needs _partial_: true (kaelab passes the optimizer)")
         extra = {"total_steps": 1} if takes_argument(node, "total_steps") else {}
         check_target(node, "model.scheduler", **extra)
-    hidden = OmegaConf.select(cfg, "model.net.hidden", default=None)
-    if hidden is not None and (len(hidden) == 0 or min(hidden) < 1):
-        raise ConfigError(f"model.net.hidden={list(hidden)} must list widths >= 1")
-    out_dim = OmegaConf.select(cfg, "model.net.out_dim", default=None)
-    excluded = OmegaConf.select(cfg, "data.exclude_classes", default=None) or []
-    for c in excluded:
-        if out_dim is not None and not 0 <= c < out_dim:
-            raise ConfigError(f"data.exclude_classes={list(excluded)}: class {c} is not in [0, {out_dim})")
-    if out_dim is not None and len(set(excluded)) >= out_dim:
-        raise ConfigError(f"data.exclude_classes={list(excluded)} leaves no class to train on")
-    val_size = OmegaConf.select(cfg, "data.val_size", default=None)
-    if val_size is not None and not 0 <= val_size < 60000:
-        raise ConfigError(f"data.val_size={val_size} must be in [0, 60000) (carved from the 60,000 MNIST images)")
+
+
+# what kaelab fills in per stage when a target takes it and its config leaves it unset (kaelab.training)
+LOGGER_FILLED = ("save_dir", "name")
+CALLBACK_FILLED = ("dirpath",)
+
+
+def check_logger_values(logger: Any) -> None:
+    """The ``logger`` group: named ``_target_`` configs (or null), each fitting its target's
+    signature once kaelab gives it the stage's ``save_dir`` and ``name``; a W&B ``mode`` kaelab knows."""
+    from kaelab.dashboards import WANDB_MODES
+    from kaelab.instantiate import check_target, named_entries, unset_arguments
+
+    for name, node in named_entries(logger, "logger"):
+        check_target(node, f"logger.{name}", **unset_arguments(node, dict.fromkeys(LOGGER_FILLED, ".")))
+        if name == "wandb" and "mode" in node:  # kaelab.dashboards opens the job's run with it
+            check_choice(node["mode"], WANDB_MODES, "logger.wandb.mode")
+
+
+def check_callbacks_values(callbacks: Any) -> None:
+    """The ``callbacks`` group: named ``_target_`` configs (or null), each fitting its target's
+    signature once kaelab gives it the stage's checkpoint ``dirpath``."""
+    from kaelab.instantiate import check_target, named_entries, unset_arguments
+
+    for name, node in named_entries(callbacks, "callbacks"):
+        check_target(node, f"callbacks.{name}", **unset_arguments(node, dict.fromkeys(CALLBACK_FILLED, ".")))
+
+
+def check_paths_values(paths: DictConfig) -> None:
+    """The ``paths`` group: a run whose results could not be written must not start."""
+    for key in ("run_dir", "cache_dir"):
+        problem = writable_dir_problem(paths[key], f"paths.{key}")
+        if problem:
+            raise ConfigError(problem)
+
+
+def check_stage_values(cfg: DictConfig) -> None:
+    """Each stage group the run sets (or its task needs), by the check next to its schema."""
+    for group, check in STAGE_CHECKS.items():
+        if OmegaConf.select(cfg, group, default=None) is not None or cfg.task == group:
+            check(cfg)
+
+
+def _check_kae(cfg: DictConfig) -> None:
+    from kaelab.koopman.config import check_kae_config
+
+    check_kae_config(cfg.kae)
+
+
+def _check_dmd(cfg: DictConfig) -> None:
+    from kaelab.dmd.config import check_dmd_config
+
+    check_dmd_config(cfg.dmd)
+
+
+def _check_edit(cfg: DictConfig) -> None:
+    from kaelab.editing.config import check_edit_config
+
+    n_classes = int(cfg.model.net.out_dim)
+    check_edit_config(cfg.edit, n_classes, bool(OmegaConf.select(cfg, "model.checkpoint")))
+
+
+def _check_topology(cfg: DictConfig) -> None:
+    from kaelab.topology.config import check_topology_config
+
+    check_topology_config(cfg.topology)
+
+
+# stage group -> its check (the group's own function, in its package, called with the group's values)
+STAGE_CHECKS = {"kae": _check_kae, "dmd": _check_dmd, "edit": _check_edit, "topology": _check_topology}

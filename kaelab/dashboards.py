@@ -13,7 +13,6 @@ network (``wandb sync <run dir>/wandb/offline-run-*`` uploads it later).
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,8 @@ def wandb_enabled(cfg: DictConfig) -> bool:
     w = OmegaConf.select(cfg, "logger.wandb", default=None)
     if w is None:
         return False
-    check_choice(w.mode, WANDB_MODES, "logger.wandb.mode")
-    return w.mode != "disabled"
+    check_choice(w.get("mode", "online"), WANDB_MODES, "logger.wandb.mode")
+    return w.get("mode", "online") != "disabled"
 
 
 def job_identity() -> tuple[str | None, str | None]:
@@ -52,16 +51,16 @@ def run_settings(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """``wandb.init`` arguments of this job: name, group (sweep), tags (experiment, task)."""
     w = cfg.logger.wandb
     sweep, num = job_identity()
-    group = w.group or (f"{cfg.name}/{sweep}" if sweep else cfg.name)
-    tags = list(dict.fromkeys([str(cfg.name), f"task:{cfg.task}", *map(str, w.tags)]))
+    group = w.get("group") or (f"{cfg.name}/{sweep}" if sweep else cfg.name)
+    tags = list(dict.fromkeys([str(cfg.name), f"task:{cfg.task}", *map(str, w.get("tags") or [])]))
     try:
         config = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # an interpolation only Hydra's runtime can resolve: log it unresolved
         config = OmegaConf.to_container(cfg, resolve=False)
     return {
-        "mode": w.mode,
-        "project": w.project,
-        "entity": w.entity,
+        "mode": w.get("mode", "online"),
+        "project": w.get("project", "kaelab"),
+        "entity": w.get("entity"),
         "group": group,
         "tags": tags,
         "name": f"{cfg.name}-{num}" if num is not None else str(cfg.name),
@@ -99,10 +98,3 @@ def finish_run(run: Any, run_dir: Path, metrics: dict[str, Any] | None) -> None:
             run.summary.update(metrics)
     finally:
         run.finish(exit_code=0 if metrics is not None else 1)
-
-
-def finish_any_open_run() -> None:
-    """Finish a W&B run left open (a job that raised): the next job must not log into it."""
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.run.finish(exit_code=1)

@@ -38,10 +38,35 @@ def takes_argument(node: Any, name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def logger_needs_dir(node: Any) -> bool:
-    """An extra logger (``logger.extra``) gets the stage's log dir as ``save_dir`` if it takes one
-    and sets none."""
-    return _as_dict(node).get("save_dir") is None and takes_argument(node, "save_dir")
+def named_entries(group: Any, key: str) -> list[tuple[str, Any]]:
+    """The ``(name, node)`` pairs of a group of named ``_target_`` configs (``logger``,
+    ``callbacks``), null entries (switched off) left out; a one-line ConfigError naming the key
+    for anything else that is not a config."""
+    if group is None:
+        return []
+    if not isinstance(group, (DictConfig, Mapping)):
+        raise ConfigError(f"{key} must map names to _target_ configs, got {group!r}")
+    entries = []
+    for name, node in group.items():
+        if node is None:
+            continue
+        if not isinstance(node, (DictConfig, Mapping)):
+            raise ConfigError(
+                f"{key}.{name}={node!r} must be a _target_ config (or null: off; ~{key}.{name} removes it)"
+            )
+        entries.append((str(name), node))
+    return entries
+
+
+def unset_arguments(node: Any, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The items of ``values`` that ``node._target_`` takes as a named parameter and ``node`` leaves
+    unset (null or absent): what kaelab fills in, e.g. a stage's ``save_dir`` for a logger."""
+    spec = _as_dict(node)
+    try:
+        params = inspect.signature(get_object(spec["_target_"])).parameters
+    except Exception:  # not importable or no signature: check_target reports it
+        return {}
+    return {k: v for k, v in values.items() if k in params and spec.get(k) is None}
 
 
 def check_target(node: Any, key: str, **extra: Any) -> Any:

@@ -1,4 +1,8 @@
-"""Dispatch of ``cfg.task`` to its stage function; every run ends by writing ``metrics.json``."""
+"""Dispatch of ``cfg.task`` to its stage function; every run ends by writing ``metrics.json``.
+
+``run`` is the one entry point, for ``python -m kaelab`` and for a library caller with a composed
+config: it checks the config (schema, values) once, before anything heavy is imported or done.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from kaelab.config import TASKS, check_values
+from kaelab.config import check_schema, check_values
 from kaelab.dashboards import finish_run, start_run
-from kaelab.errors import ConfigError, check_choice, writable_dir_problem
-from kaelab.metrics import write_metrics
-from kaelab.training import configure_runtime
 
 log = logging.getLogger(__name__)
 
@@ -27,21 +28,28 @@ TASK_FUNCTIONS = {
     "topology": "kaelab.topology.pipeline:topology_task",
     "spectrum": "kaelab.koopman.spectrum_pipeline:spectrum_task",
 }
+TRAIN_WITH_DMD = "kaelab.dmd.pipeline:train_with_dmd"  # task=train +dmd=...: the study when the fit ends
+
+
+def task_function(cfg: DictConfig):
+    """The stage function of ``cfg.task`` (imported now)."""
+    target = TRAIN_WITH_DMD if cfg.task == "train" and cfg.get("dmd") is not None else TASK_FUNCTIONS[cfg.task]
+    module_name, fn_name = target.split(":")
+    return getattr(importlib.import_module(module_name), fn_name)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    check_choice(cfg.task, TASKS, "task")
-    check_values(cfg)
-    # before any work: a run whose results could not be written must not start
-    for key in ("run_dir", "cache_dir"):
-        problem = writable_dir_problem(cfg.paths[key], f"paths.{key}")
-        if problem:
-            raise ConfigError(problem)
+    """Check ``cfg``, run its task into ``paths.run_dir`` and return the metrics written to
+    ``metrics.json`` there."""
+    check_schema(cfg)
+    check_values(cfg)  # first: a typo costs a second, not the import of torch and Lightning
+    from kaelab.metrics import write_metrics
+    from kaelab.training import configure_runtime
+
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    configure_runtime(cfg)
-    module_name, fn_name = TASK_FUNCTIONS[cfg.task].split(":")
-    task_fn = getattr(importlib.import_module(module_name), fn_name)
+    configure_runtime(cfg.trainer)
+    task_fn = task_function(cfg)
     wandb_run = start_run(cfg, run_dir)  # logger=wandb: one W&B run for the whole job
     try:
         metrics = task_fn(cfg, run_dir)

@@ -23,78 +23,47 @@ from lightning.pytorch.callbacks import (
     RichProgressBar,
     TQDMProgressBar,
 )
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf
 
-from kaelab.dashboards import wandb_enabled
-from kaelab.errors import ConfigError
-from kaelab.instantiate import instantiate, logger_needs_dir
+from kaelab.instantiate import instantiate, named_entries, unset_arguments
 from kaelab.metrics import scalars
 
 log = logging.getLogger(__name__)
 
 
-def build_loggers(cfg: DictConfig, save_dir: Path, run_name: str) -> list[Logger]:
-    lc = cfg.logger
-    loggers: list[Logger] = []
-    if lc.csv:
-        loggers.append(CSVLogger(save_dir=str(save_dir), name="csv", version=""))
-    if lc.tensorboard:
-        loggers.append(TensorBoardLogger(save_dir=str(save_dir), name="tensorboard", version=""))
-    if wandb_enabled(cfg):  # logs into the job's W&B run (kaelab.dashboards), opened here if none is
-        w = lc.wandb
-        loggers.append(
-            WandbLogger(
-                name=run_name,
-                save_dir=str(save_dir),
-                project=w.project,
-                entity=w.entity,
-                group=w.group,
-                tags=list(w.tags),
-                mode=w.mode,
-                log_model=w.log_model,
-            )
-        )
-    for name, node in (lc.get("extra") or {}).items():
-        if node is None:
-            continue
-        given = {"save_dir": str(save_dir)} if logger_needs_dir(node) else {}
-        loggers.append(instantiate(node, f"logger.extra.{name}", **given))
-    return loggers
+def build_loggers(logger_cfg: Any, save_dir: Path, run_name: str) -> list[Logger]:
+    """The loggers of the ``logger`` group (named ``_target_`` configs; null: off). One that takes
+    ``save_dir`` or ``name`` and sets none gets the stage's log dir or run name."""
+    filled = {"save_dir": str(save_dir), "name": run_name}
+    return [_build(node, f"logger.{name}", filled) for name, node in named_entries(logger_cfg, "logger")]
 
 
-def build_callbacks(cfg: DictConfig, ckpt_dir: Path, has_logger: bool) -> list[Callback]:
-    cc = cfg.callbacks
-    cbs: list[Callback] = []
-    if cc.checkpoint:
-        cbs.append(
-            # keep the newest epoch's checkpoint (no monitor: top-1 = latest) with last.ckpt linking
-            # to it; with save_top_k=0 Lightning would write last.ckpt only when training ends.
-            # No version counter: a run resumed in place keeps updating last.ckpt (not last-v1.ckpt)
-            ModelCheckpoint(
-                dirpath=str(ckpt_dir),
-                save_last="link",
-                save_top_k=1,
-                every_n_epochs=cc.checkpoint_every_n_epochs,
-                enable_version_counter=False,
-            )
-        )
-    if cc.progress_bar not in ("tqdm", "rich", "none"):
-        raise ConfigError(f"callbacks.progress_bar must be tqdm, rich or none, got {cc.progress_bar!r}")
-    if cc.progress_bar != "none" and not interactive():
-        cbs.append(EpochLines())  # a log file gets a few lines, not every refresh of a live bar
-    elif cc.progress_bar == "tqdm":
-        cbs.append(TQDMProgressBar(refresh_rate=cc.progress_refresh_rate))
-    elif cc.progress_bar == "rich":
-        cbs.append(RichProgressBar(refresh_rate=cc.progress_refresh_rate))
-    if cc.lr_monitor and has_logger:
-        cbs.append(LearningRateMonitor())  # each scheduler at its own interval (step or epoch)
-    if has_logger:
-        cbs.append(FlushLogs())
-    for name, node in (cc.get("extra") or {}).items():
-        if node is not None:
-            cbs.append(instantiate(node, f"callbacks.extra.{name}"))
-    return cbs
+def build_callbacks(callbacks_cfg: Any, ckpt_dir: Path, has_logger: bool) -> list[Callback]:
+    """The callbacks of the ``callbacks`` group (named ``_target_`` configs; null: off), plus
+    kaelab's always-on FlushLogs when there is a logger. One that takes ``dirpath`` and sets none
+    (ModelCheckpoint) gets ``ckpt_dir``; a live progress bar becomes EpochLines off a terminal; a
+    LearningRateMonitor is left out without a logger (it has nowhere to write)."""
+    filled = {"dirpath": str(ckpt_dir)}
+    cbs = [_build(node, f"callbacks.{name}", filled) for name, node in named_entries(callbacks_cfg, "callbacks")]
+    cbs = [_bar_for_this_output(cb) for cb in cbs if has_logger or not isinstance(cb, LearningRateMonitor)]
+    return cbs + [FlushLogs()] if has_logger else cbs
+
+
+def _build(node: Any, key: str, filled: dict[str, Any]) -> Any:
+    """``node``'s object, given the ``filled`` arguments its target takes and ``node`` leaves unset;
+    plain lists and dicts as arguments (``_convert_: all``; e.g. W&B's ``tags``)."""
+    spec = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    spec.setdefault("_convert_", "all")
+    return instantiate(spec, key, **unset_arguments(spec, filled))
+
+
+def _bar_for_this_output(cb: Callback) -> Callback:
+    """A live bar (Lightning's TQDM or Rich) in a log file is a refresh per batch: off a terminal it
+    is replaced by EpochLines (a few epoch lines). Other callbacks, and bar subclasses, are kept."""
+    if type(cb) in (TQDMProgressBar, RichProgressBar) and not interactive():
+        return EpochLines()
+    return cb
 
 
 def interactive() -> bool:
@@ -234,10 +203,12 @@ def adopt_worker_csv(trainer: L.Trainer) -> None:
                 lg.experiment.metrics_keys = list(csv.DictReader(f).fieldnames or [])
 
 
-def configure_runtime(cfg: DictConfig) -> None:
-    """Thread count, and one copy of Lightning's log lines (Hydra's root handler prints them)."""
-    if cfg.trainer.num_threads:
-        torch.set_num_threads(int(cfg.trainer.num_threads))
+def configure_runtime(trainer_cfg: Any) -> None:
+    """Thread count (``trainer.num_threads``), and one copy of Lightning's log lines (Hydra's root
+    handler prints them)."""
+    threads = trainer_cfg.get("num_threads") if trainer_cfg is not None else None
+    if threads:
+        torch.set_num_threads(int(threads))
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
@@ -259,27 +230,30 @@ class _DropTips(logging.Filter):
 
 
 def build_trainer(
-    cfg: DictConfig,
+    trainer_cfg: Any,
     out_dir: Path,
     max_epochs: int,
     extra_callbacks: Sequence[Callback] = (),
-    run_name: str | None = None,
+    *,
+    logger: Any = None,
+    callbacks: Any = None,
+    run_name: str = "kaelab",
 ) -> L.Trainer:
-    """A Trainer writing logs under ``out_dir`` and checkpoints to ``out_dir/checkpoints``."""
-    tc = OmegaConf.to_container(cfg.trainer, resolve=True)
-    assert isinstance(tc, dict)
-    tc.pop("num_threads", None)
-    tc = {k: v for k, v in tc.items() if v is not None}
-    loggers = build_loggers(cfg, out_dir, run_name or cfg.name)
-    callbacks = build_callbacks(cfg, out_dir / "checkpoints", bool(loggers)) + list(extra_callbacks) + [FitProgress()]
+    """A Trainer from the ``trainer`` group's settings, with the ``logger`` and ``callbacks`` groups'
+    objects (none when not given) writing logs under ``out_dir`` and checkpoints to
+    ``out_dir/checkpoints``; plus ``extra_callbacks`` and kaelab's always-on FitProgress."""
+    tc = OmegaConf.to_container(trainer_cfg, resolve=True) if isinstance(trainer_cfg, DictConfig) else dict(trainer_cfg)
+    tc = {k: v for k, v in tc.items() if v is not None and k != "num_threads"}
+    loggers = build_loggers(logger, out_dir, run_name)
+    cbs = build_callbacks(callbacks, out_dir / "checkpoints", bool(loggers)) + list(extra_callbacks) + [FitProgress()]
     return L.Trainer(
         **tc,
         max_epochs=max_epochs,
         default_root_dir=str(out_dir),
         logger=loggers or False,
-        callbacks=callbacks,
-        enable_checkpointing=bool(cfg.callbacks.checkpoint),
-        enable_progress_bar=cfg.callbacks.progress_bar != "none",
+        callbacks=cbs,
+        enable_checkpointing=any(isinstance(cb, ModelCheckpoint) for cb in cbs),
+        enable_progress_bar=any(isinstance(cb, ProgressBar) for cb in cbs),
         enable_model_summary=False,
     )
 

@@ -48,7 +48,7 @@ def main() -> None:
     extra = [
         "data.n_train=1000", "data.n_val=200", "data.n_test=500", "data.batch_size=100",
         f"model.epochs={args.epochs}", f"kae.epochs={args.kae_epochs}", "kae.batch_size=250",
-        "callbacks=minimal", "logger.csv=false",
+        "callbacks=minimal", "~logger.csv",
     ]  # fmt: skip
     out: dict = {"cores": cores, "settings": extra}
     with tempfile.TemporaryDirectory() as tmp:

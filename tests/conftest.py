@@ -71,7 +71,7 @@ def run_cli(args: list[str], tmp_path: Path, data_dir: Path | None = None, timeo
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-FAST = ["callbacks=minimal", "logger.csv=false"]
+FAST = ["callbacks=minimal", "~logger.csv"]
 # a small Yin-Yang base model + KAE (seconds, not minutes) shared by the KAE, edit and topology tests
 YY_SMALL_KAE = [
     "data.n_train=1000",

@@ -44,7 +44,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     """Bad files: a text file, a truncated checkpoint, a crafted pickle, another architecture's
     checkpoint, a regular file to put paths under, a non-empty run directory."""
     d = tmp_path_factory.mktemp("bad_files")
-    module = Classifier(dict(arch="mlp", in_dim=2, hidden=[4], out_dim=3), dict(lr=0.1, momentum=0.9,
+    module = Classifier(dict(_target_="kaelab.models.MLP", in_dim=2, hidden=[4], out_dim=3), dict(lr=0.1, momentum=0.9,
                         weight_decay=0.0, warmup_frac=0.2), 3)  # fmt: skip
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False)  # fmt: skip
@@ -87,8 +87,14 @@ CASES = [
     ("momentum-above-one", [*YY, "model.optim.momentum=1.5"], "model.optim.momentum"),
     ("label-smoothing-one", [*YY, "model.label_smoothing=1.0"], "model.label_smoothing"),
     ("threads-zero", [*YY, "trainer.num_threads=0"], "trainer.num_threads"),
-    ("checkpoint-every-zero", [*YY, "callbacks.checkpoint_every_n_epochs=0"], "callbacks.checkpoint_every_n_epochs"),
-    ("progress-bar-name", [*YY, "model.epochs=1", "callbacks.progress_bar=fancy"], "callbacks.progress_bar"),
+    (
+        "checkpoint-argument-unknown",
+        [*YY, "+callbacks.ckpt={_target_:lightning.pytorch.callbacks.ModelCheckpoint,every_n_epoch:2}"],
+        "callbacks.ckpt.every_n_epoch",
+    ),
+    ("callback-not-a-config", [*YY, "model.epochs=1", "+callbacks.progress_bar=fancy"], "callbacks.progress_bar"),
+    ("lr-infinite", [*YY, "model.optim.lr=inf"], "model.optim.lr"),
+    ("kae-path-lam-nan", [*KAE, "kae.path.lam=nan"], "kae.path.lam"),
     ("wandb-mode", [*YY, "model.epochs=1", "logger=wandb", "logger.wandb.mode=sometimes"], "logger.wandb.mode"),
     ("kae-lambda-negative", [*KAE, "kae.lambdas.iso=-1"], "kae.lambdas.iso"),
     ("kae-path-lam-negative", [*KAE, "kae.path.lam=-0.5"], "kae.path.lam"),
@@ -127,13 +133,13 @@ CASES = [
     ("scheduler-interval", [*YY, "model.scheduler_interval=batch"], "model.scheduler_interval"),
     (
         "callback-target-unknown",
-        [*YY, "+callbacks.extra.stop={_target_:lightning.pytorch.callbacks.EarlyStoping}"],
-        "callbacks.extra.stop._target_",
+        [*YY, "+callbacks.stop={_target_:lightning.pytorch.callbacks.EarlyStoping}"],
+        "callbacks.stop._target_",
     ),
     (
         "logger-target-bad-argument",
-        [*YY, "+logger.extra.second={_target_:lightning.pytorch.loggers.CSVLogger,nme:x}"],
-        "logger.extra.second.nme",
+        [*YY, "+logger.second={_target_:lightning.pytorch.loggers.CSVLogger,nme:x}"],
+        "logger.second.nme",
     ),
     ("dmd-estimator-unknown", ["+experiment=yinyang_dmd", "+dmd.estimator={_target_:pydmd.NoDMD}"], "dmd.estimator"),
     (

@@ -1,10 +1,16 @@
 """Hydra composition of every experiment, typed schemas and the CLI's one-line errors."""
 
+import copy
+import sys
+from pathlib import Path
+
 import pytest
-from omegaconf import OmegaConf
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from conftest import EXPERIMENTS, compose_cfg, run_cli
 from kaelab.config import TASKS
+from kaelab.errors import ConfigError
 
 
 def test_experiments_exist():
@@ -105,6 +111,7 @@ def test_unknown_experiment_lists_available(tmp_path):
         ("kae.source_layer=blocks.7", "kae.source_layer='blocks.7' is not a representation"),
         ("kae.source_layer=-1", "must come before kae.target_layer"),
         ("task=fly", "task must be one of"),
+        ("kae.path.lam=nan", "kae.path.lam=nan must be a finite number"),
     ],
 )
 def test_bad_values_fail_fast_with_one_line(tmp_path, override, message):
@@ -122,3 +129,90 @@ def test_missing_mnist_offline_is_one_line_error(tmp_path):
     assert proc.returncode == 2
     lines = [ln for ln in err.splitlines() if ln.startswith("kaelab: error:")]
     assert len(lines) == 1 and "MNIST not found" in lines[0] and "KAELAB_DATA_DIR" in lines[0]
+
+
+# ------------------------------------------------------------------ non-finite numbers, anywhere
+def _float_keys(node, where=""):
+    """Every float leaf of a composed config, as ``a.b.c`` / ``a.b[2]`` keys (hydra left out)."""
+    if isinstance(node, DictConfig):
+        children = [(f"{where}.{k}" if where else str(k), k) for k in node.keys() if where or k != "hydra"]
+    elif isinstance(node, ListConfig):
+        children = [(f"{where}[{i}]", i) for i in range(len(node))]
+    else:
+        return
+    for key, index in children:
+        try:
+            value = node[index]
+        except Exception:  # ??? or a Hydra-runtime interpolation
+            continue
+        if isinstance(value, float):
+            yield key, node, index
+        else:
+            yield from _float_keys(value, key)
+
+
+COMPOSED = {e: compose_cfg([f"+experiment={e}"], Path("/nonexistent/compose-only")) for e in EXPERIMENTS}
+FLOAT_KEYS = [(e, key) for e, cfg in COMPOSED.items() for key, _, _ in _float_keys(cfg)]
+
+
+def test_the_battery_covers_every_group():
+    groups = {key.split(".")[0] for _, key in FLOAT_KEYS}
+    assert {"data", "model", "kae", "dmd", "edit", "topology"} <= groups, groups
+    assert len(FLOAT_KEYS) > 200
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+@pytest.mark.parametrize("experiment, key", FLOAT_KEYS, ids=[f"{e}:{k}" for e, k in FLOAT_KEYS])
+def test_a_non_finite_float_anywhere_is_refused_before_any_work(experiment, key, value, tmp_path, monkeypatch):
+    """nan / inf in any float of any experiment's composed config is a one-line ConfigError naming
+    the key, raised by kaelab.pipeline.run before the run directory exists. Catches a check made key
+    by key (a forgotten key passes: nan fails no ``<`` or ``>`` comparison), one that skips nested
+    groups or list items, and one that runs after work has started."""
+    from kaelab import pipeline
+
+    cfg = copy.deepcopy(COMPOSED[experiment])  # composed once per experiment: the battery stays fast
+    cfg.paths.run_dir, cfg.paths.cache_dir = str(tmp_path / "run"), str(tmp_path / "cache")
+    parent, index = next((p, i) for k, p, i in _float_keys(cfg) if k == key)
+    parent[index] = value
+    monkeypatch.setitem(pipeline.TASK_FUNCTIONS, cfg.task, f"{__name__}:_no_work")
+    with pytest.raises(ConfigError) as err:
+        pipeline.run(cfg)
+    assert str(err.value) == f"{key}={value} must be a finite number"
+    assert not (tmp_path / "run").exists()
+
+
+def _no_work(cfg, run_dir):
+    raise AssertionError("the task ran")
+
+
+# ------------------------------------------------------------------ the checks run once per run
+def test_config_is_checked_once_per_cli_run(tmp_path, monkeypatch):
+    """``python -m kaelab`` checks the config once (kaelab.pipeline.run, before the heavy imports),
+    not again in the entry point. Catches the entry point and the pipeline both calling
+    check_values, and a run that skips the check."""
+    import kaelab.__main__ as entry
+    from kaelab import config, pipeline
+
+    calls = []
+    real = config.check_values
+
+    def counted(cfg):
+        calls.append(cfg.name)
+        real(cfg)
+
+    for module in (config, pipeline, entry):
+        monkeypatch.setattr(module, "check_values", counted, raising=False)
+    monkeypatch.setitem(pipeline.TASK_FUNCTIONS, "train", f"{__name__}:_metrics_only")
+    args = ["+experiment=yinyang_mlp", f"hydra.run.dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    monkeypatch.setattr(sys, "argv", ["kaelab", *args])
+    GlobalHydra.instance().clear()
+    try:
+        entry.main()
+    finally:
+        GlobalHydra.instance().clear()
+    assert calls == ["yinyang_mlp"]
+    assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def _metrics_only(cfg, run_dir):
+    return {"train/acc": 1.0}

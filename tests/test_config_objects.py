@@ -1,4 +1,4 @@
-"""Callbacks and loggers a user adds by configuration alone (callbacks.extra, logger.extra: named
+"""Callbacks and loggers a user adds by configuration alone (callbacks.NAME, logger.NAME: named
 _target_ configs), through the real pipeline. Wrong implementations these catch: an extra callback
 composed but never given to the Trainer (training would run all its epochs), an extra logger built
 but never sent the metrics (its CSV would be missing or empty)."""
@@ -16,8 +16,8 @@ def test_early_stopping_from_its_yaml_file_stops_training(tmp_path):
         [
             *TINY,
             "+callbacks/extra=early_stopping",
-            "callbacks.extra.early_stopping.patience=1",
-            "callbacks.extra.early_stopping.min_delta=100",
+            "callbacks.early_stopping.patience=1",
+            "callbacks.early_stopping.min_delta=100",
         ],
         tmp_path,
     )
@@ -26,7 +26,7 @@ def test_early_stopping_from_its_yaml_file_stops_training(tmp_path):
 
 def test_an_extra_logger_gets_the_stage_dir_and_the_metrics(tmp_path):
     m = run_cfg(
-        [*TINY, "model.epochs=3", "+logger.extra.second={_target_:lightning.pytorch.loggers.CSVLogger,name:second}"],
+        [*TINY, "model.epochs=3", "+logger.second={_target_:lightning.pytorch.loggers.CSVLogger,name:second}"],
         tmp_path,
     )
     files = list((tmp_path / "run" / "second").rglob("metrics.csv"))

@@ -3,7 +3,9 @@
 import csv
 import json
 
+import lightning as L
 import pytest
+from lightning.pytorch.loggers import Logger
 
 from conftest import compose_cfg, run_cfg
 from kaelab.errors import ConfigError
@@ -14,7 +16,7 @@ TINY = [
     "data.n_val=50",
     "data.n_test=50",
     "model.epochs=2",
-    "callbacks.progress_bar=none",
+    "~callbacks.progress_bar",
 ]
 
 
@@ -92,7 +94,7 @@ TINY_DMD = [
     "dmd.grid.rank=[4,-1]",
     "dmd.grid.span=[]",
     "dmd.boundary_resolution=40",
-    "callbacks.progress_bar=none",
+    "~callbacks.progress_bar",
     "logger=wandb",
     "logger.wandb.mode=offline",
 ]
@@ -136,3 +138,87 @@ def test_one_wandb_run_per_job_in_one_process(tmp_path, monkeypatch):
     assert all(r["exit_code"] == 0 and "sweep-test" in r["run"].tags for r in runs)  # each finished
     assert [r["config"]["seed"] for r in runs] == [0, 1]
     assert all("test/acc" in r["summary"] for r in runs)
+
+
+# ------------------------------------------------- callbacks and loggers as named _target_ configs
+class EpochCounter(L.Callback):
+    """A user's callback, built from ``+callbacks.counter={_target_: test_logging.EpochCounter}``."""
+
+    epochs: list[int] = []
+
+    def __init__(self, tag: str):
+        self.tag = tag
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        EpochCounter.epochs.append(trainer.current_epoch)
+
+
+class MemoryLogger(Logger):
+    """A user's logger keeping what it is sent; kaelab gives it the stage's save_dir and name."""
+
+    made: list["MemoryLogger"] = []
+
+    def __init__(self, save_dir: str | None = None, name: str | None = None, prefix: str = ""):
+        super().__init__()
+        self._save_dir, self._name, self.rows = save_dir, name, []
+        MemoryLogger.made.append(self)
+
+    @property
+    def name(self):
+        return self._name
+
+    @property
+    def version(self):
+        return 0
+
+    @property
+    def save_dir(self):
+        return self._save_dir
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.rows.append(dict(metrics))
+
+
+def test_a_users_callback_and_logger_by_target_alone_join_the_fit(tmp_path, monkeypatch):
+    """Nothing but ``_target_`` configs on the command line: the callback sees every epoch, the
+    logger gets the run dir and run name kaelab fills in and every metric, beside the default CSV log.
+    Catches named entries composed but never built or never given to the Trainer, a logger left
+    without its save_dir, and arguments from the config lost on the way (``tag``)."""
+    monkeypatch.setattr(EpochCounter, "epochs", [])
+    monkeypatch.setattr(MemoryLogger, "made", [])
+    m = run_cfg(
+        [
+            *TINY,
+            "+callbacks.counter._target_=test_logging.EpochCounter",
+            "+callbacks.counter.tag=mine",
+            "+logger.memory._target_=test_logging.MemoryLogger",
+        ],
+        tmp_path,
+    )
+    assert EpochCounter.epochs == [0, 1]  # model.epochs=2
+    (lg,) = MemoryLogger.made
+    assert (lg.save_dir, lg.name) == (str(tmp_path / "run"), "yinyang_mlp")
+    assert any("val/acc" in r for r in lg.rows) and any(r.get("test/acc") == m["test/acc"] for r in lg.rows)
+    assert (tmp_path / "run" / "csv" / "metrics.csv").is_file()
+
+
+def test_default_callbacks_are_removed_or_replaced_by_override(tmp_path):
+    """``~callbacks.model_checkpoint`` writes no checkpoint (the default writes last.ckpt, below);
+    ``~callbacks.lr_monitor`` leaves the LR out of the log; a new ``_target_`` for ``logger.csv``
+    replaces the CSV logger. Catches defaults that are always on whatever the config says."""
+    steps = [*TINY, "trainer.log_every_n_steps=1"]
+    run_cfg([*steps, "~callbacks.model_checkpoint", "~callbacks.lr_monitor"], tmp_path / "off")
+    assert not (tmp_path / "off" / "run" / "checkpoints").exists()
+    header = next(csv.reader(open(tmp_path / "off" / "run" / "csv" / "metrics.csv")))
+    assert "val/acc" in header and not any(k.startswith("lr-") for k in header)
+
+    run_cfg(steps, tmp_path / "on")
+    assert (tmp_path / "on" / "run" / "checkpoints" / "last.ckpt").exists()
+    header = next(csv.reader(open(tmp_path / "on" / "run" / "csv" / "metrics.csv")))
+    assert any(k.startswith("lr-") for k in header)
+
+    run_cfg([*TINY, "logger.csv._target_=lightning.pytorch.loggers.TensorBoardLogger"], tmp_path / "tb")
+    assert list((tmp_path / "tb" / "run" / "csv").glob("events.out.tfevents.*"))

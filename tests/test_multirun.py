@@ -13,7 +13,7 @@ TINY_KAE = [
     "model.epochs=3",
     "kae.epochs=2",
     "callbacks=minimal",
-    "logger.csv=false",
+    "~logger.csv",
     "trainer.num_threads=1",
 ]
 

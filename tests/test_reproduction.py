@@ -9,7 +9,7 @@ import pytest
 from conftest import run_cfg
 
 pytestmark = pytest.mark.slow
-QUIET = ["callbacks.progress_bar=none", "logger.csv=false"]
+QUIET = ["~callbacks.progress_bar", "~logger.csv"]
 
 
 def test_yinyang_mlp_held_out(tmp_path):

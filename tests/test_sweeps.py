@@ -18,7 +18,7 @@ TINY_KAE = [
     "model.epochs=3",
     "kae.epochs=2",
     "callbacks=minimal",
-    "logger.csv=false",
+    "~logger.csv",
 ]
 
 
@@ -127,8 +127,8 @@ def test_a_dying_worker_fails_its_job_alone(tmp_path, fresh):
     (tmp_path / "dying.py").write_text(DIE)  # importable: python -m puts the working dir on sys.path
     args = [
         "-m", "hydra/launcher=slots", "hydra.launcher.n_jobs=1", f"hydra.launcher.fresh_cpu_process={fresh}",
-        "kae.lambdas.iso=0,0.5,1e-3", "+callbacks.extra.die._target_=dying.DieAt",
-        "+callbacks.extra.die.value=${kae.lambdas.iso}", "+callbacks.extra.die.at=0.5", *TINY_KAE,
+        "kae.lambdas.iso=0,0.5,1e-3", "+callbacks.die._target_=dying.DieAt",
+        "+callbacks.die.value=${kae.lambdas.iso}", "+callbacks.die.at=0.5", *TINY_KAE,
     ]  # fmt: skip
     proc = run_cli(args, tmp_path, timeout=900)
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -158,7 +158,7 @@ def test_submitit_local_executor_runs_the_sweep(tmp_path):
     the sweep's summary as with any launcher."""
     tiny = ["+experiment=yinyang_mlp", "data.n_train=200", "data.n_val=50", "data.n_test=50", "model.epochs=2"]
     args = ["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "seed=0,1", *tiny]
-    proc = run_cli([*args, "callbacks=minimal", "logger.csv=false", "trainer.num_threads=1"], tmp_path, timeout=900)
+    proc = run_cli([*args, "callbacks=minimal", "~logger.csv", "trainer.num_threads=1"], tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = next((tmp_path / "multirun" / "yinyang_mlp").iterdir())
     summary = json.loads((sweep / "sweep_summary.json").read_text())

@@ -54,7 +54,7 @@ class _Crash(L.Callback):
 
 
 def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
-    args = [*SMALL_YY, "model.epochs=6", "seed=3", "callbacks.progress_bar=none", "logger.csv=false"]
+    args = [*SMALL_YY, "model.epochs=6", "seed=3", "~callbacks.progress_bar", "~logger.csv"]
     full = run_cfg(args, tmp_path / "full")
 
     crashed_dir = tmp_path / "crashed"
@@ -77,7 +77,7 @@ def test_missing_resume_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_checkpoints_and_csv_log_are_written(tmp_path):
-    run_cfg([*SMALL_YY, "model.epochs=2", "callbacks.progress_bar=none"], tmp_path)
+    run_cfg([*SMALL_YY, "model.epochs=2", "~callbacks.progress_bar"], tmp_path)
     run = tmp_path / "run"
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "model.ckpt").is_file()
     header = (run / "csv" / "metrics.csv").read_text().splitlines()[0]
@@ -113,7 +113,7 @@ def test_a_scheduler_from_config_is_the_one_the_trainer_steps(tmp_path):
     import csv
 
     sched = "+model.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:1,gamma:0.5}"
-    m = run_cfg([*SMALL_YY, "model.epochs=3", sched, "model.scheduler_interval=epoch", "callbacks.progress_bar=none"],
+    m = run_cfg([*SMALL_YY, "model.epochs=3", sched, "model.scheduler_interval=epoch", "~callbacks.progress_bar"],
                 tmp_path)  # fmt: skip
     rows = list(csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open()))
     lr_key = next(k for k in rows[0] if k.startswith("lr-"))
