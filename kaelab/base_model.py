@@ -27,12 +27,11 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from kaelab.cache import ArtifactCache, config_key, file_digest
-from kaelab.data import BUILTIN, TensorDataModule, build_datamodule
+from kaelab.data import TensorDataModule, build_datamodule
 from kaelab.errors import ConfigError
 from kaelab.metrics import write_metrics
 from kaelab.models import Classifier
 from kaelab.models.classifier import CKPT_KEY
-from kaelab.models.factory import net_identity
 from kaelab.models.trajectory import Trajectory
 from kaelab.training import (
     adopt_worker_csv,
@@ -47,6 +46,7 @@ from kaelab.training import (
 log = logging.getLogger(__name__)
 
 FIT_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc")
+CSVHistory = tuple[list[str], list[dict[str, str]]] | None  # kaelab.training.csv_history
 
 
 def build_classifier(cfg: DictConfig, dm: TensorDataModule) -> Classifier:
@@ -136,11 +136,7 @@ def _check_net(cfg: DictConfig, ckpt: dict[str, Any], what: str, path: str | Pat
     wanted = OmegaConf.to_container(cfg.model.net, resolve=True)
     if not isinstance(saved, dict):
         raise ConfigError(f"{what}={str(path)!r}: not a checkpoint of a kaelab base model (no hyper_parameters.net)")
-
-    def same(net: dict) -> dict:
-        return {k: v for k, v in net_identity(net).items() if v is not None}
-
-    if same(saved) != same(wanted):
+    if saved != wanted:
         raise ConfigError(f"{what}={str(path)!r} holds the network {saved}, but model.net is {wanted}")
 
 
@@ -149,8 +145,8 @@ def check_resume(cfg: DictConfig, ckpt_path: str | Path) -> tuple[dict[str, Any]
 
     A checkpoint trained under another config (another seed, data or model) is refused: resuming
     it would train a model that the cache would then hand out under this config's key. One that
-    records no key (written by an older kaelab, or resumed from such) is resumed, but the result
-    is never registered in the cache."""
+    records no key (a ``Classifier`` trained outside the base-model stage, or resumed from such) is
+    resumed, but the result is never registered in the cache."""
     ckpt = load_checkpoint(ckpt_path, "ckpt_path")
     _check_net(cfg, ckpt, "ckpt_path", ckpt_path)
     recorded = (ckpt.get(CKPT_KEY) or {}).get("base_model_key") if isinstance(ckpt.get(CKPT_KEY), dict) else None
@@ -192,23 +188,17 @@ def fit_classifier(
     the same ``out_dir`` its CSV log keeps the epochs before the checkpoint."""
     key_matches, history = True, None
     if ckpt_path is not None:
-        ckpt_path = resolve_last_checkpoint(ckpt_path)
-        ckpt, key_matches = check_resume(cfg, ckpt_path)
-        history = csv_history(out_dir, int(ckpt.get("global_step", 0)))
-        if not key_matches:
-            log.warning(
-                "kaelab: ckpt_path=%s records no config key (older kaelab?): resuming it, but the model will not "
-                "be registered in the cache",
-                ckpt_path,
-            )
-        del ckpt
+        ckpt_path, key_matches, history = _resume_from(cfg, out_dir, ckpt_path)
     L.seed_everything(cfg.model.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg.data)
     dm.prepare_data()
     dm.setup()
     module = build_classifier(cfg, dm)
     module.cache_key = base_model_key(cfg) if key_matches else None
-    trainer = build_trainer(cfg, out_dir, cfg.model.epochs, extra_callbacks)
+    trainer = build_trainer(
+        cfg.trainer, out_dir, cfg.model.epochs, extra_callbacks,
+        logger=cfg.logger, callbacks=cfg.callbacks, run_name=cfg.name,
+    )  # fmt: skip
     restore_csv_history(trainer, history)
     log_hyperparams(trainer, cfg)
     t0 = time.perf_counter()
@@ -219,8 +209,32 @@ def fit_classifier(
     # the fit's last logged values (trainer.test resets callback_metrics)
     fit_metrics = {k: trainer.callback_metrics[k].item() for k in FIT_KEYS if k in trainer.callback_metrics}
     adopt_worker_csv(trainer)
+    _test(cfg, module, dm, trainer)
+    metrics: dict[str, Any] = {**module.test_results, **fit_metrics, "train/time_s": train_time}
+    metrics["train/epochs"], metrics["train/steps"] = fit_progress(trainer)
+    log_final_metrics(trainer, metrics)
+    return module, dm, trainer, metrics
+
+
+def _resume_from(cfg: DictConfig, out_dir: Path, ckpt_path: str) -> tuple[str, bool, CSVHistory]:
+    """(the checkpoint to resume, whether it records this config's key, the CSV log rows before it)."""
+    ckpt_path = resolve_last_checkpoint(ckpt_path)
+    ckpt, key_matches = check_resume(cfg, ckpt_path)
+    history = csv_history(out_dir, int(ckpt.get("global_step", 0)))
+    if not key_matches:
+        log.warning(
+            "kaelab: ckpt_path=%s records no config key: resuming it, but the model will not be registered "
+            "in the cache",
+            ckpt_path,
+        )
+    return ckpt_path, key_matches, history
+
+
+def _test(cfg: DictConfig, module: Classifier, dm: TensorDataModule, trainer: L.Trainer) -> None:
+    """Test the fitted module (results in ``module.test_results``); under DDP, whose sampler pads
+    and splits the test set, once in this process."""
     test_trainer = trainer
-    if trainer.world_size > 1:  # DDP's sampler pads and splits the test set: test once, in this process
+    if trainer.world_size > 1:
         test_trainer = L.Trainer(
             accelerator=cfg.trainer.accelerator,
             devices=1,
@@ -230,32 +244,18 @@ def fit_classifier(
             enable_checkpointing=False,
         )
     test_trainer.test(module, datamodule=dm, verbose=False)
-    metrics: dict[str, Any] = {**module.test_results, **fit_metrics, "train/time_s": train_time}
-    metrics["train/epochs"], metrics["train/steps"] = fit_progress(trainer)
-    log_final_metrics(trainer, metrics)
-    return module, dm, trainer, metrics
 
 
-def train_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def train_task(cfg: DictConfig, run_dir: Path, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """``task=train``: fit + test the base model in the run directory.
 
     The run's metrics.json is written first; then the finished model is also registered in the
     artifact cache (best effort: a cache that fails here costs a warning, not the run), so a KAE
     or DMD stage with the same data + model config reuses it instead of training again.
+    ``callbacks`` join the fit's own (a stage that studies the model when the fit ends passes its
+    callback here, e.g. ``task=train +dmd=...``).
     """
-    callbacks = []
-    if cfg.dmd is not None and "spawn" in str(cfg.trainer.strategy):
-        raise ConfigError(
-            "+dmd on a training run needs a single-process trainer (the DMD study runs in on_fit_end, "
-            "inside the DDP workers): train with trainer=ddp, then run task=dmd on the cached model"
-        )
-    if cfg.dmd is not None:  # `+dmd=...` on a training run: the DMD study runs when the fit ends
-        from kaelab.dmd.callback import DMDReplacement
-
-        callbacks.append(DMDReplacement(cfg.dmd, out_dir=run_dir / "dmd", trajectory=trajectory_spec(cfg)))
-    module, dm, trainer, metrics = fit_classifier(cfg, run_dir, ckpt_path=cfg.ckpt_path, extra_callbacks=callbacks)
-    for cb in callbacks:
-        metrics.update(cb.metrics)
+    module, _, trainer, metrics = fit_classifier(cfg, run_dir, ckpt_path=cfg.ckpt_path, extra_callbacks=callbacks)
     write_metrics(run_dir / "metrics.json", metrics)
     if not cfg.trainer.fast_dev_run:
         trainer.save_checkpoint(run_dir / "model.ckpt", weights_only=False)  # full: resumable
@@ -318,21 +318,11 @@ def base_model_key(cfg: DictConfig) -> str:
     data = OmegaConf.to_container(cfg.data, resolve=True)
     model = OmegaConf.to_container(cfg.model, resolve=True)
     assert isinstance(data, dict) and isinstance(model, dict)
-    # where the files live and whether they may be downloaded don't change the model
+    # where the files live, whether they may be downloaded and the evaluation batch size don't change the model
     for k in ("eval_batch_size", "root", "download"):
         data.pop(k, None)
-    if data.get("_target_") == BUILTIN.get(data.get("name")):  # kaelab's own data keeps its earlier keys
-        data.pop("_target_")
-    if not data.get("exclude_classes"):  # keeps the keys of models trained on every class unchanged
-        data.pop("exclude_classes", None)
     model.pop("checkpoint", None)
     model.pop("trajectory", None)  # how the trained net is read, not what is trained
-    if model.get("optimizer") is None:  # added later: the papers' SGD keeps the keys of models trained before it
-        model.pop("optimizer", None)
-    if model.get("scheduler") is None:  # likewise the papers' one-cycle LR
-        model.pop("scheduler", None)
-        model.pop("scheduler_interval", None)
-    model["net"] = net_identity(model["net"])  # built-in nets keep the keys of their former arch: form
     return config_key("base_model", data, model, trainer_key_settings(cfg))
 
 
@@ -352,7 +342,7 @@ def trainer_key_settings(cfg: DictConfig) -> list[Any]:
     return settings
 
 
-def base_model(cfg: DictConfig, work_dir: Path, extra_callbacks: Sequence[Callback] = ()) -> BaseModel:
+def base_model(cfg: DictConfig, work_dir: Path) -> BaseModel:
     """The trained base model for ``cfg``: from ``model.checkpoint``, the cache, or trained now.
 
     Training logs go to ``work_dir``; the checkpoint and its test metrics go to the cache. A cached
@@ -366,34 +356,12 @@ def base_model(cfg: DictConfig, work_dir: Path, extra_callbacks: Sequence[Callba
     dm = build_datamodule(cfg.data)
     dm.prepare_data()
     dm.setup()
-    cache_hit = True
     key = base_model_key(cfg)
     if cfg.model.checkpoint:
-        try:
-            module = _load_classifier(ckpt)
-        except LOAD_ERRORS as err:  # e.g. another architecture than model.net
-            raise ConfigError(
-                f"model.checkpoint={str(ckpt)!r}: does not load as this config's model.net ({_first_line(err)})"
-            ) from None
-        metrics: dict[str, Any] = {}
+        module, metrics, cache_hit = _given_classifier(ckpt), {}, True
     else:
-
-        def build(tmp: Path) -> None:
-            nonlocal cache_hit
-            cache_hit = False
-            _, _, trainer, m = fit_classifier(cfg, work_dir, extra_callbacks=extra_callbacks)
-            trainer.save_checkpoint(tmp / "model.ckpt", weights_only=False)
-            write_metrics(tmp / "metrics.json", m)
-
-        def load(path: Path) -> tuple[Classifier, dict[str, Any]]:
-            metrics = json.loads((path / "metrics.json").read_text())
-            if not isinstance(metrics, dict):
-                raise ValueError("metrics.json is not a JSON object")
-            return _load_classifier(path / "model.ckpt"), metrics
-
-        cache = ArtifactCache(cfg.paths.cache_dir)
-        module, metrics = cache.load("base_model", key, build, load, _manifest(cfg))
-        ckpt = cache.path("base_model", key) / "model.ckpt"
+        module, metrics, cache_hit = _cached_classifier(cfg, key, work_dir)
+        ckpt = ArtifactCache(cfg.paths.cache_dir).path("base_model", key) / "model.ckpt"
     module.eval()
     return BaseModel(
         module=module,
@@ -404,6 +372,38 @@ def base_model(cfg: DictConfig, work_dir: Path, extra_callbacks: Sequence[Callba
         cache_hit=cache_hit,
         trajectory_spec=trajectory_spec(cfg),
     )
+
+
+def _given_classifier(ckpt: Path) -> Classifier:
+    """The classifier of a ``model.checkpoint``; one that does not load is a one-line error."""
+    try:
+        return _load_classifier(ckpt)
+    except LOAD_ERRORS as err:  # e.g. another architecture than model.net
+        raise ConfigError(
+            f"model.checkpoint={str(ckpt)!r}: does not load as this config's model.net ({_first_line(err)})"
+        ) from None
+
+
+def _cached_classifier(cfg: DictConfig, key: str, work_dir: Path) -> tuple[Classifier, dict[str, Any], bool]:
+    """(classifier, its metrics, whether it came from the cache): the cache's entry ``key``, trained
+    now (logs in ``work_dir``) if it is missing or cannot be loaded."""
+    trained = False
+
+    def build(tmp: Path) -> None:
+        nonlocal trained
+        trained = True
+        _, _, trainer, m = fit_classifier(cfg, work_dir)
+        trainer.save_checkpoint(tmp / "model.ckpt", weights_only=False)
+        write_metrics(tmp / "metrics.json", m)
+
+    def load(path: Path) -> tuple[Classifier, dict[str, Any]]:
+        metrics = json.loads((path / "metrics.json").read_text())
+        if not isinstance(metrics, dict):
+            raise ValueError("metrics.json is not a JSON object")
+        return _load_classifier(path / "model.ckpt"), metrics
+
+    module, metrics = ArtifactCache(cfg.paths.cache_dir).load("base_model", key, build, load, _manifest(cfg))
+    return module, metrics, not trained
 
 
 def _load_classifier(ckpt: Path) -> Classifier:

@@ -2,7 +2,7 @@
 
 An artifact (a trained base model, extracted representations, ...) lives in
 ``<cache_dir>/<stage>/<key>/`` where ``key`` hashes the config slice (and upstream artifact keys)
-that determine it. Guarantees (README, "Reliability"):
+that determine it, after the key schema version (``KEY_SCHEMA``). Guarantees (README, "Reliability"):
 
 * two jobs that need the same artifact do not both build it: the builder holds a file lock
   (``filelock``: an OS-level lock, released if the process dies) and the waiter then reuses it;
@@ -10,9 +10,9 @@ that determine it. Guarantees (README, "Reliability"):
   private temporary directory (``.tmp-<key>-*``) and renamed into place (an atomic rename) only
   when complete; leftovers of killed builds are removed under the lock by the next build;
 * an artifact is never used corrupt: its ``manifest.json`` records the sha256 and size of every
-  file, checked on each hit. A changed, truncated, missing or extra file, an unreadable manifest,
-  or (with ``ArtifactCache.load``) a file its loader cannot read, makes the entry be rebuilt under
-  the lock, with one warning line naming it;
+  file, checked on each hit. A changed, truncated, missing or extra file, an unreadable manifest
+  or one without that checksum list, or (with ``ArtifactCache.load``) a file its loader cannot
+  read, makes the entry be rebuilt under the lock, with one warning line naming it;
 * files follow the umask (a cache shared by a group stays usable by the group).
 
 Checking a hit re-hashes the files only when one of them may have changed since they were last
@@ -45,12 +45,16 @@ T = TypeVar("T")
 MANIFEST = "manifest.json"
 INTEGRITY = "kaelab_cache"  # the manifest's own section: {"version", "files": {name: {sha256, size}}}
 VERSION = 1
+# the first part of every key: raised when what a key hashes changes meaning, so that every entry
+# written under the previous scheme is rebuilt (under a new key) instead of being read as this one
+KEY_SCHEMA = 2
 RACY_NS = 2_000_000_000  # a stamp newer than a file's ctime by less than this does not vouch for it
 
 
 def config_key(*parts: Any) -> str:
-    """A short stable hash of JSON-serialisable parts (resolved config slices, upstream keys)."""
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    """A short stable hash of JSON-serialisable parts (resolved config slices, upstream keys), after
+    the key schema (``KEY_SCHEMA``)."""
+    blob = json.dumps([KEY_SCHEMA, *parts], sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -87,7 +91,7 @@ def _files(root: Path) -> list[str]:
     for dirpath, _, names in os.walk(root):
         for name in names:
             rel = Path(dirpath, name).relative_to(root).as_posix()
-            if rel != MANIFEST and not rel.startswith(f".{MANIFEST}."):  # an adoption's temporary file
+            if rel != MANIFEST:
                 out.append(rel)
     return sorted(out)
 
@@ -99,10 +103,6 @@ def _checksums(root: Path) -> dict[str, dict[str, Any]]:
 def _stat_sig(path: Path) -> list[int]:
     st = os.stat(path)
     return [st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
-
-
-class CorruptEntry(Exception):
-    """A cache entry whose files do not match its manifest."""
 
 
 class ArtifactCache:
@@ -122,14 +122,14 @@ class ArtifactCache:
         (or rebuilding it if its files do not match its manifest)."""
         final = self.path(stage, key)
         self.built_now = False
-        if final.is_dir() and self._check(final, stage, key, locked=False) is None:
+        if final.is_dir() and self._check(final, stage, key) is None:
             log.info("cache hit: %s/%s", stage, key)
             return final
         final.parent.mkdir(parents=True, exist_ok=True)
         with self._lock(stage, key):
             self._remove_leftovers(final.parent, key)
             if final.is_dir() or final.is_symlink() or final.exists():
-                problem = self._check(final, stage, key, locked=True) if final.is_dir() else "not a directory"
+                problem = self._check(final, stage, key) if final.is_dir() else "not a directory"
                 if problem is None:  # another job built (or repaired) it while we waited
                     log.info("cache hit after wait: %s/%s", stage, key)
                     return final
@@ -203,17 +203,10 @@ class ArtifactCache:
                 shutil.rmtree(tmp, ignore_errors=True)
         return final
 
-    def _check(self, final: Path, stage: str, key: str, locked: bool) -> str | None:
-        """None if the entry can be used. An entry written before checksums existed is adopted
-        (hashes recorded now) when the lock is held, and treated as a miss otherwise."""
+    def _check(self, final: Path, stage: str, key: str) -> str | None:
+        """None if the entry can be used (``KAELAB_CACHE_VERIFY=full``: every file re-hashed)."""
         full = os.environ.get("KAELAB_CACHE_VERIFY", "").lower() == "full"
-        problem = self._problem(final, stage, key, full=full)
-        if problem == "no checksums":
-            if not locked:
-                return problem
-            self._adopt(final, stage, key)
-            return None
-        return problem
+        return self._problem(final, stage, key, full=full)
 
     def _problem(self, final: Path, stage: str, key: str, full: bool) -> str | None:
         try:
@@ -223,8 +216,6 @@ class ArtifactCache:
         except (OSError, ValueError) as err:
             return f"manifest.json is unreadable ({type(err).__name__})"
         section = doc.get(INTEGRITY) if isinstance(doc, dict) else None
-        if section is None and isinstance(doc, dict):
-            return "no checksums"
         files = section.get("files") if isinstance(section, dict) else None
         if not isinstance(files, dict) or not all(
             isinstance(v, dict) and isinstance(v.get("sha256"), str) and isinstance(v.get("size"), int)
@@ -258,15 +249,6 @@ class ArtifactCache:
         if full or stamp is None or not all(_vouches(stamp, n, _stat_sig(final / n)) for n in files):
             self._write_stamp(stage, key, final, files)
         return None
-
-    def _adopt(self, final: Path, stage: str, key: str) -> None:
-        """Record checksums for an entry written by an older kaelab (under the lock)."""
-        doc = json.loads((final / MANIFEST).read_text())
-        files = _checksums(final)
-        doc[INTEGRITY] = {"version": VERSION, "files": files}
-        atomic_write_text(final / MANIFEST, json.dumps(doc, indent=2, default=str))
-        self._write_stamp(stage, key, final, files)
-        log.warning("kaelab: cache entry %s had no checksums (written by an older kaelab); recorded them now", final)
 
     def _read_stamp(self, stage: str, key: str) -> dict | None:
         try:

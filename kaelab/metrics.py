@@ -25,7 +25,7 @@ def last_train_batch(trainer: Any, batch_idx: int) -> bool:
 class EpochMeans:
     """Batch-size-weighted means over an epoch of detached step values, for ``self.log`` once per
     epoch instead of once per step and value. Lightning's per-call bookkeeping of
-    ``self.log(on_epoch=True)`` cost the Yin-Yang KAE (7 values a step) more than its own step;
+    ``self.log(on_epoch=True)`` costs the Yin-Yang KAE (7 values a step) more than its own step;
     the means are the ones Lightning would report (each batch weighted by its size)."""
 
     def __init__(self) -> None:

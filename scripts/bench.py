@@ -367,7 +367,7 @@ def main(argv=None) -> dict:
         out.update(
             bench_classifier(
                 "resmlp_mnist",
-                dict(arch="resmlp", in_dim=784, width=784, n_blocks=4, out_dim=10),
+                dict(_target_="kaelab.models.ResMLP", in_dim=784, width=784, n_blocks=4, out_dim=10),
                 784,
                 10,
                 batch=128,
@@ -375,7 +375,7 @@ def main(argv=None) -> dict:
                 probe=probe,
             )
         )
-        yinyang = dict(arch="resmlp", in_dim=2, width=10, n_blocks=5, out_dim=3)
+        yinyang = dict(_target_="kaelab.models.ResMLP", in_dim=2, width=10, n_blocks=5, out_dim=3)
         out.update(bench_classifier("resmlp_yinyang", yinyang, 2, 3, batch=512, steps=steps * 5 + 6, probe=probe))
         # as a job of a sweep on CPU slots runs it (hydra/launcher=slots: cores // jobs threads each)
         with torch_threads(1):

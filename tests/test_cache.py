@@ -50,3 +50,13 @@ def test_failed_build_leaves_nothing_behind(tmp_path):
 def test_config_key_is_stable_and_order_free():
     assert config_key({"a": 1, "b": [1, 2]}) == config_key({"b": [1, 2], "a": 1})
     assert config_key({"a": 1}) != config_key({"a": 2})
+
+
+def test_the_key_schema_is_part_of_every_key(monkeypatch):
+    """Catches a ``config_key`` that does not hash ``KEY_SCHEMA``: raising it would then not make
+    entries written under the previous scheme be rebuilt."""
+    import kaelab.cache
+
+    before = config_key("base_model", {"a": 1})
+    monkeypatch.setattr(kaelab.cache, "KEY_SCHEMA", kaelab.cache.KEY_SCHEMA + 1)
+    assert config_key("base_model", {"a": 1}) != before

@@ -32,8 +32,8 @@ TINY = [
     "data.n_test=100",
     "data.batch_size=100",
     "model.epochs=3",
-    "callbacks.progress_bar=none",
-    "logger.csv=false",
+    "~callbacks.progress_bar",
+    "~logger.csv",
     "trainer.num_threads=1",
 ]
 
@@ -119,7 +119,7 @@ def test_resume_under_another_config_is_refused(tmp_path):
 def test_resume_from_checkpoint_without_key_is_never_cached(tmp_path, caplog):
     run_cfg([*TINY, "seed=1"], tmp_path / "s1")
     ckpt = torch.load(tmp_path / "s1" / "run" / "checkpoints" / "last.ckpt", weights_only=True)
-    del ckpt["kaelab"]  # as written by an older kaelab
+    del ckpt["kaelab"]  # as a Classifier trained outside the base-model stage writes it
     old = tmp_path / "old.ckpt"
     torch.save(ckpt, old)
     caplog.set_level(logging.WARNING)
@@ -225,21 +225,21 @@ def test_load_error_rebuilds_entry(tmp_path, caplog):
     assert len(calls) == 2 and "could not be loaded (ValueError: cannot parse)" in caplog.text
 
 
-def test_entry_without_checksums_is_adopted_not_rebuilt(tmp_path, caplog):
-    """Entries written before checksums existed get them recorded (one warning) instead of
-    forcing every cached model to be trained again."""
+def test_entry_without_checksums_is_rebuilt(tmp_path, caplog):
+    """Catches a cache that trusts an entry whose manifest records no checksums (nothing vouches
+    for its files)."""
     entry = tmp_path / "stage" / "k"
     entry.mkdir(parents=True)
     (entry / "data.bin").write_bytes(b"old")
     (entry / "manifest.json").write_text('{"what": "old"}')
     cache, calls = ArtifactCache(tmp_path), []
     caplog.set_level(logging.WARNING)
-    assert cache.get_or_build("stage", "k", _counting_build(calls)) == entry and calls == []
-    assert "had no checksums" in caplog.text
-    assert json.loads((entry / "manifest.json").read_text())["kaelab_cache"]["files"]["data.bin"]["size"] == 3
-    _flip(entry / "data.bin", 0)
-    cache.get_or_build("stage", "k", _counting_build(calls))
-    assert calls == [1]
+    assert cache.get_or_build("stage", "k", _counting_build(calls)) == entry and calls == [1]
+    assert "no valid checksum list" in caplog.text
+    assert set(json.loads((entry / "manifest.json").read_text())["kaelab_cache"]["files"]) == {
+        "data.bin",
+        "sub/meta.json",
+    }
 
 
 def test_corrupt_cached_base_model_is_retrained_not_used(tmp_path, caplog):
@@ -266,7 +266,7 @@ def test_corrupt_cached_representations_are_extracted_again(tmp_path):
     from kaelab.models import Trajectory, build_net
 
     torch.manual_seed(0)
-    net = build_net(dict(arch="resmlp", in_dim=2, width=8, n_blocks=2, out_dim=3)).eval()
+    net = build_net(dict(_target_="kaelab.models.ResMLP", in_dim=2, width=8, n_blocks=2, out_dim=3)).eval()
     x = {"train": torch.randn(64, 2), "test": torch.randn(32, 2)}
     cache = ArtifactCache(tmp_path)
     net = Trajectory.of(net, x["train"][:2])
@@ -275,7 +275,7 @@ def test_corrupt_cached_representations_are_extracted_again(tmp_path):
     _flip(st, st.stat().st_size - 8)
     again = cached_representations(cache, "base", net, x, ["input_layer", "blocks.1"])
     for split in x:  # (tensors loaded before may share the file's pages: compare with fresh ones)
-        fresh = extract(net, ["input_layer", "blocks.1"], x[split])
+        fresh = extract(net, x[split], ["input_layer", "blocks.1"])
         assert all(torch.equal(again[split][n], fresh[n]) for n in fresh), split
 
 
@@ -348,7 +348,7 @@ def _without_times(path: Path) -> list[dict[str, str]]:
 
 
 def test_resume_in_place_keeps_csv_history_and_last_ckpt(tmp_path):
-    args = [*TINY, "model.epochs=6", "logger.csv=true", "trainer.log_every_n_steps=1"]
+    args = [*(a for a in TINY if a != "~logger.csv"), "model.epochs=6", "trainer.log_every_n_steps=1"]
     run_cfg(args, tmp_path / "full")
     full_csv = _without_times(tmp_path / "full" / "run" / "csv" / "metrics.csv")
 
@@ -449,7 +449,7 @@ def test_cache_files_follow_the_umask(tmp_path):
 
 # ---------------------------------------------------------------------------------- logs
 def test_non_interactive_log_is_short_and_ends_with_a_summary(tmp_path):
-    args = [a for a in TINY if a != "callbacks.progress_bar=none" and not a.startswith("model.epochs")]
+    args = [a for a in TINY if a != "~callbacks.progress_bar" and not a.startswith("model.epochs")]
     proc = run_cli([*args, "model.epochs=200"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout + proc.stderr
@@ -471,7 +471,7 @@ def test_live_bar_only_on_a_terminal(tmp_path, monkeypatch):
     cfg = compose_cfg(["+experiment=yinyang_mlp"], tmp_path)
     for tty, kind in ((True, TQDMProgressBar), (False, training.EpochLines)):
         monkeypatch.setattr(training, "interactive", lambda tty=tty: tty)
-        callbacks = training.build_callbacks(cfg, tmp_path, True)
+        callbacks = training.build_callbacks(cfg.callbacks, tmp_path, True)
         bars = [c for c in callbacks if isinstance(c, L.pytorch.callbacks.ProgressBar)]
         assert len(bars) == 1 and type(bars[0]) is kind
 

@@ -218,8 +218,10 @@ def test_path_lambda_must_be_nonnegative_and_have_steps():
 
 
 # ------------------------------------------------------------------------------------------ cache key
-def test_default_path_fields_keep_the_kae_cache_key(tmp_path):
-    """Defaulted new fields must not change the key of KAEs cached before them."""
+def test_the_kae_key_follows_what_trains_the_path(tmp_path):
+    """The path loss's settings key the KAE only when the loss trains; the report never does.
+    Catches: ``kae.path.rows`` or ``steps`` left out of the key (a split-rows KAE served for an
+    all-rows one), or the report's flag re-keying (and retraining) every KAE."""
     from kaelab.koopman.pipeline import kae_key
 
     sizes = {"train": 5000, "val": 1000, "test": 1000}
@@ -228,10 +230,11 @@ def test_default_path_fields_keep_the_kae_cache_key(tmp_path):
         cfg = compose_cfg(["+experiment=yinyang_kae", *overrides], tmp_path)
         return kae_key(cfg, "base", "input_layer", "blocks.4", sizes)
 
-    assert key([]) == "dc2969b0c52667b8"  # the key before kae.path existed (kaelab main, bbe7a13)
     assert key(["kae.path.report=false"]) == key([])  # the report does not change training
     assert key(["kae.path.lam=1"]) != key([])
     assert key(["kae.path.lam=1", "kae.path.steps=[10,30,50,70]"]) != key(["kae.path.lam=1"])
+    assert key(["kae.path.lam=1", "kae.path.rows=split"]) != key(["kae.path.lam=1"])
+    assert key(["kae.path.rows=split"]) == key([])  # no path loss: rows change nothing
 
 
 # ------------------------------------------------------------------------------------------ spectrum

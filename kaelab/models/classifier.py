@@ -1,14 +1,16 @@
 """The base-model LightningModule: cross-entropy, SGD (or ``model.optimizer``) + one-cycle triangular LR
-(paper App. B)."""
+(paper App. B), stepped per batch.
+
+Lightning's automatic optimisation runs every step (zero_grad, backward, optimizer step, then the
+per-step LR scheduler), so gradient clipping, gradient accumulation, a user's ``model.scheduler`` at
+any interval and resuming a checkpoint with its step count all come from Lightning itself."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import GradientAccumulationScheduler
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -26,10 +28,6 @@ def decay_param_groups(module: nn.Module, weight_decay: float) -> list[dict[str,
             (decay if isinstance(m, nn.Linear) and name == "weight" else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
-
-# where a checkpoint's fit loop counts optimizer steps: automatic and manual optimisation
-_AUTO_STEPS = "epoch_loop.automatic_optimization.optim_progress"
-_MANUAL_STEPS = "epoch_loop.manual_optimization.optim_step_progress"
 
 CKPT_KEY = "kaelab"  # the checkpoint's kaelab section: {"base_model_key": the config key it was trained under}
 
@@ -67,78 +65,11 @@ class Classifier(L.LightningModule):
         self.test_acc_per_class = MulticlassAccuracy(num_classes, average="none")
         self.test_results: dict[str, Any] = {}
         self.cache_key: str | None = None
-        self._forced_automatic: bool | None = None  # set through the automatic_optimization setter
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning sets and restores ``_current_fx_name`` around every hook it calls, about 45
-        # times a step; nn.Module's __setattr__ first looks for the name among parameters, buffers
-        # and submodules (1.9 us against 0.2 us here: 1.5% of a Yin-Yang step). It is a string.
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
-    @property
-    def automatic_optimization(self) -> bool:
-        """Whether Lightning's automatic optimisation runs the step (closure, zero_grad / backward /
-        optimizer-step hooks), or ``training_step`` does (Lightning's manual optimisation).
-
-        The papers' recipe (the built-in one-cycle schedule, stepped per batch) takes the manual
-        path: the same zero_grad, ``manual_backward``, ``optimizer.step`` and scheduler step, in the
-        same order, so the same weights bit for bit, without the closure machinery, which was about
-        a fifth of Lightning's cost per step of the Yin-Yang ResMLP (``make bench``:
-        ``resmlp_yinyang/framework_overhead``). What only the automatic loop supports takes it:
-        ``trainer.gradient_clip_val``, ``accumulate_grad_batches`` (or its scheduler callback) and a
-        ``model.scheduler`` of the user's (an epoch interval, a plateau monitor). (LBFGS, whose step
-        needs a closure, takes no parameter groups, so ``model.optimizer`` cannot name it.)"""
-        if self._forced_automatic is not None:
-            return self._forced_automatic
-        trainer = self._trainer
-        # asked a few times a step; the answer is a few attribute reads (no cache keyed by the
-        # trainer: a new trainer may take a freed one's id)
-        return trainer is None or self._needs_automatic(trainer)
-
-    @automatic_optimization.setter
-    def automatic_optimization(self, value: bool) -> None:
-        self._forced_automatic = bool(value)
-
-    def _needs_automatic(self, trainer: Any) -> bool:
-        return (
-            self.scheduler_cfg is not None
-            or bool(trainer.gradient_clip_val)
-            or trainer.accumulate_grad_batches != 1
-            or any(isinstance(cb, GradientAccumulationScheduler) for cb in trainer.callbacks)
-        )
-
-    def _optimise(self, loss: torch.Tensor) -> None:
-        """One optimisation step on the manual path, in the automatic loop's order: zero_grad,
-        backward, optimizer step, then the per-batch LR step (Lightning runs the same hooks:
-        on_before_backward / on_after_backward / on_before_optimizer_step)."""
-        opt = self.optimizers()
-        opt.zero_grad()
-        self.manual_backward(loss)
-        opt.step()
-        self.lr_schedulers().step()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # None: trained under no known key (e.g. resumed from a checkpoint that records none); such
         # a model and everything resumed from it is never registered in the cache
         checkpoint[CKPT_KEY] = {"base_model_key": self.cache_key}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # a checkpoint counts its optimizer steps in the loop that wrote it (the automatic one:
-        # written before the manual path existed, or with clipping); global_step reads the count of
-        # the loop that resumes, which would restart at 0. Lightning restores the loops after this hook.
-        loop = (checkpoint.get("loops") or {}).get("fit_loop")
-        auto = ((loop or {}).get(_AUTO_STEPS) or {}).get("optimizer")
-        manual = (loop or {}).get(_MANUAL_STEPS)
-        if not (auto and auto.get("step") and manual):
-            return
-        if self.automatic_optimization:
-            if auto["step"]["total"]["completed"] == 0 and manual["total"]["completed"] > 0:
-                auto["step"] = copy.deepcopy(manual)
-        elif manual["total"]["completed"] == 0 and auto["step"]["total"]["completed"] > 0:
-            loop[_MANUAL_STEPS] = copy.deepcopy(auto["step"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -147,15 +78,12 @@ class Classifier(L.LightningModule):
         x, y = batch
         logits = self.net(x)
         loss = nn.functional.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        log_loss = self._logger_takes_this_step(batch_idx)  # asked before the step moves global_step
-        if not self.automatic_optimization:
-            self._optimise(loss)
         self.train_acc.update(logits.detach(), y)  # the epoch's accuracy; no per-batch value is needed
-        if log_loss:
+        if self._logger_takes_this_step(batch_idx):
             self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
-        if last_train_batch(self._trainer, batch_idx):
+        if last_train_batch(self.trainer, batch_idx):
             # logged once per epoch: Lightning computes the metric at the epoch's end and resets it;
-            # a ``self.log(metric)`` per step cost a fifth of a Yin-Yang step in result bookkeeping
+            # a ``self.log(metric)`` per step costs a fifth of a Yin-Yang step in result bookkeeping
             self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
@@ -164,10 +92,9 @@ class Classifier(L.LightningModule):
         optimizer steps), or it is the epoch's last batch (whose loss the progress line, the
         callback metrics and metrics.json report). The per-step loss is logged only then: the same
         values reach the logs, without the cost of a ``self.log`` per step, about a quarter of a small
-        model's step (``make bench``: ``resmlp_yinyang/framework_overhead``)."""
-        trainer = self._trainer
-        if trainer is None:
-            return True
+        model's step (``make bench``: ``resmlp_yinyang/framework_overhead``). ``global_step`` counts
+        the steps before this one (the optimizer steps after ``training_step`` returns)."""
+        trainer = self.trainer
         n = trainer.log_every_n_steps
         return n < 1 or (self.global_step + 1) % n == 0 or last_train_batch(trainer, batch_idx)
 
@@ -211,6 +138,6 @@ class Classifier(L.LightningModule):
         steps = self.trainer.estimated_stepping_batches
         if self.scheduler_cfg is not None:  # model.scheduler: a _partial_ _target_ config
             entry = build_scheduler(self.scheduler_cfg, opt, steps, self.scheduler_interval)
-        else:
+        else:  # the papers' one-cycle LR, stepped after every optimizer step
             entry = {"scheduler": triangular_lr(opt, steps, o["warmup_frac"]), "interval": "step"}
         return {"optimizer": opt, "lr_scheduler": entry}
