@@ -23,7 +23,7 @@ per process); submitit's local executor starts every job at once and gives each 
 (``hydra/launcher=ray``) does both right but starts a Ray instance, which is the cluster choice.
 
 A job whose process dies (killed, out of memory) fails alone: its ``error.txt`` says how, and the
-sweep goes on (``kaelab.errors.RunGuard`` then lists it in ``sweep_summary.json``).
+sweep goes on (``kaelab.run_guard.RunGuard`` then lists it in ``sweep_summary.json``).
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ def launch(launcher: Any, job_overrides, initial_job_idx: int):
 
 def _died(err: Exception, i: int, initial_job_idx: int, slot: Slot, sweep_dir: Path, overrides) -> Any:
     """The result of a job whose process died, recorded as the job's error (as a job's own error
-    is): COMPLETED with no value, so that the sweeper goes on and ``kaelab.errors.RunGuard``
+    is): COMPLETED with no value, so that the sweeper goes on and ``kaelab.run_guard.RunGuard``
     reports it with the others at the end."""
     from hydra.core.utils import JobReturn, JobStatus
 
