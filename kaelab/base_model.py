@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from kaelab.cache import ArtifactCache, config_key, file_digest
 from kaelab.data import TensorDataModule, build_datamodule
 from kaelab.errors import ConfigError
+from kaelab.fileio import optional_output
 from kaelab.metrics import write_metrics
 from kaelab.models import Classifier
 from kaelab.models.classifier import CKPT_KEY
@@ -249,7 +250,8 @@ def _test(cfg: DictConfig, module: Classifier, dm: TensorDataModule, trainer: L.
 def train_task(cfg: DictConfig, run_dir: Path, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """``task=train``: fit + test the base model in the run directory.
 
-    The run's metrics.json is written first; then the finished model is also registered in the
+    The run's metrics.json is written first, then model.ckpt (a full disk there costs a warning and
+    ``train/artifact_errors``, not the metrics); then the finished model is also registered in the
     artifact cache (best effort: a cache that fails here costs a warning, not the run), so a KAE
     or DMD stage with the same data + model config reuses it instead of training again.
     ``callbacks`` join the fit's own (a stage that studies the model when the fit ends passes its
@@ -258,8 +260,9 @@ def train_task(cfg: DictConfig, run_dir: Path, callbacks: Sequence[Callback] = (
     module, _, trainer, metrics = fit_classifier(cfg, run_dir, ckpt_path=cfg.ckpt_path, extra_callbacks=callbacks)
     write_metrics(run_dir / "metrics.json", metrics)
     if not cfg.trainer.fast_dev_run:
-        trainer.save_checkpoint(run_dir / "model.ckpt", weights_only=False)  # full: resumable
-        if module.cache_key is not None:
+        ckpt = run_dir / "model.ckpt"  # full: resumable; one that cannot be written: train/artifact_errors
+        optional_output(metrics, "train", str(ckpt), lambda: trainer.save_checkpoint(ckpt, weights_only=False))
+        if module.cache_key is not None and "train/artifact_errors" not in metrics:
             _register(cfg, run_dir, metrics)
     log.info("test/acc=%.4f test/acc_macro=%.4f", metrics["test/acc"], metrics["test/acc_macro"])
     return metrics

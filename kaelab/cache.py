@@ -13,7 +13,16 @@ that determine it, after the key schema version (``KEY_SCHEMA``). Guarantees (RE
   file, checked on each hit. A changed, truncated, missing or extra file, an unreadable manifest
   or one without that checksum list, or (with ``ArtifactCache.load``) a file its loader cannot
   read, makes the entry be rebuilt under the lock, with one warning line naming it;
-* files follow the umask (a cache shared by a group stays usable by the group).
+* files follow the umask (a cache shared by a group stays usable by the group);
+* a build that cannot write its files (a full or read-only disk) is a one-line
+  ``kaelab.errors.StorageError`` naming the entry, and leaves nothing behind.
+
+Config keys find "the same" artifact; content hashes make a derived artifact follow its parent. An
+entry's ``content_hash`` hashes its files' checksums, and a derived entry's key includes the content
+hash of what it was derived from (an entry's ``content_hash``, or ``tensors_digest`` of a network's
+weights or of tensors), so that a parent rebuilt under the same key with other content (after damage,
+after its removal, with another thread count or accelerator, after a code change) gets its derived
+entries rebuilt, never combined with the old ones.
 
 Checking a hit re-hashes the files only when one of them may have changed since they were last
 hashed: a stamp (``<stage>/<key>.verified``) holds each file's size, inode, mtime and ctime as
@@ -36,7 +45,8 @@ from typing import Any, TypeVar
 
 from filelock import FileLock, Timeout
 
-from kaelab.fileio import atomic_write_text
+from kaelab.errors import StorageError
+from kaelab.fileio import atomic_write_text, write_failure
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +71,19 @@ def config_key(*parts: Any) -> str:
 def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """sha256 of a file's bytes (to key artifacts derived from a user-supplied checkpoint)."""
     return sha256_file(path, chunk)[:16]
+
+
+def tensors_digest(tensors: Any) -> str:
+    """sha256 (16 hex digits) of named tensors (a mapping, e.g. a ``state_dict()``): each one's name,
+    dtype, shape and bytes, in name order; the content hash of a network's weights or of data."""
+    import torch  # here: the cache itself needs no torch
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()[:16]
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -125,17 +148,25 @@ class ArtifactCache:
         if final.is_dir() and self._check(final, stage, key) is None:
             log.info("cache hit: %s/%s", stage, key)
             return final
-        final.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock(stage, key):
-            self._remove_leftovers(final.parent, key)
-            if final.is_dir() or final.is_symlink() or final.exists():
-                problem = self._check(final, stage, key) if final.is_dir() else "not a directory"
-                if problem is None:  # another job built (or repaired) it while we waited
-                    log.info("cache hit after wait: %s/%s", stage, key)
-                    return final
-                log.warning("kaelab: cache entry %s is corrupt (%s); rebuilding it", final, problem)
-                self._discard(final, key)
-            return self._build(final, stage, key, build, manifest)
+        try:
+            return self._get_or_build_locked(final, stage, key, build, manifest)
+        except Exception as err:  # a failed write (full disk): one line naming the entry, not a traceback
+            reason = write_failure(err)
+            if reason is None:
+                raise
+            raise StorageError(
+                f"cache entry {final} could not be built: {reason}; free space there or point paths.cache_dir "
+                f"elsewhere (paths.cache_dir={self.root})"
+            ) from err
+
+    def content_hash(self, stage: str, key: str) -> str:
+        """sha256 (16 hex digits) of an entry's files as its manifest records them (names, sizes, sha256;
+        not the manifest's other fields): the same files give the same hash, a rebuild with other bytes
+        another one. What a derived entry's key includes (see the module's docstring)."""
+        doc = json.loads((self.path(stage, key) / MANIFEST).read_text())
+        files = doc[INTEGRITY]["files"]
+        blob = json.dumps(sorted([n, f["sha256"], f["size"]] for n, f in files.items()))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def load(
         self,
@@ -177,6 +208,23 @@ class ArtifactCache:
         return self._problem(final, stage, key, full=full)
 
     # ----------------------------------------------------------------------------------- helpers
+    def _get_or_build_locked(
+        self, final: Path, stage: str, key: str, build: Callable[[Path], None], manifest: dict | None
+    ) -> Path:
+        """``get_or_build`` past a miss: under the lock, reuse what another job built meanwhile, else
+        discard a bad entry and build."""
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock(stage, key):
+            self._remove_leftovers(final.parent, key)
+            if final.is_dir() or final.is_symlink() or final.exists():
+                problem = self._check(final, stage, key) if final.is_dir() else "not a directory"
+                if problem is None:  # another job built (or repaired) it while we waited
+                    log.info("cache hit after wait: %s/%s", stage, key)
+                    return final
+                log.warning("kaelab: cache entry %s is corrupt (%s); rebuilding it", final, problem)
+                self._discard(final, key)
+            return self._build(final, stage, key, build, manifest)
+
     def _lock(self, stage: str, key: str) -> FileLock:
         return FileLock(str(self.root / stage / f"{key}.lock"))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,11 @@ class DataNotFoundError(KaelabError, RuntimeError):
     """Data files missing and not obtainable (e.g. MNIST offline without the raw files)."""
 
 
+class StorageError(KaelabError):
+    """A file that must be written could not be (a full, read-only or unwritable disk), e.g. a cache
+    entry; the message names the path."""
+
+
 def check_choice(value: Any, choices: Any, key: str) -> None:
     """The one check of a setting that takes one of a few named values (a one-line ConfigError
     naming the key, the choices and the value given)."""
@@ -48,7 +54,9 @@ def fail(message: str, code: int = 2) -> None:
 
 def writable_dir_problem(path: str | os.PathLike, key: str) -> str | None:
     """Why ``path`` cannot be used as a directory to write into (created if missing), or None.
-    Nothing is created: the nearest existing ancestor must be a writable directory."""
+    The nearest existing ancestor must be a directory in which a file can be created: one is
+    created there and removed at once (``os.access`` alone says yes to root on ``/proc`` or a
+    read-only bind mount); nothing else is created."""
     path = Path(os.path.abspath(path))
     probe = path
     while not probe.exists():
@@ -60,6 +68,12 @@ def writable_dir_problem(path: str | os.PathLike, key: str) -> str | None:
         return f"{key}={str(path)!r} {where}, not a directory"
     if not os.access(probe, os.W_OK | os.X_OK):
         return f"{key}={str(path)!r} is not writable ({probe} does not allow writing)"
+    try:
+        fd, name = tempfile.mkstemp(prefix=".kaelab-write-probe-", dir=probe)
+    except OSError as err:
+        return f"{key}={str(path)!r} is not writable (no file can be created in {probe}: {err.strerror or err})"
+    os.close(fd)
+    os.unlink(name)
     return None
 
 

@@ -15,8 +15,9 @@ A run
    the paper's layer scaling when ``dmd.scaling.n_layers > 0`` (kaelab/dmd/layer_scaling.py);
 2. fits DMD on paired delay snapshots of training trajectories for every (h, rank, span) of the
    grid (kaelab/dmd/operator.py) and scores each hybrid network (kaelab/dmd/hybrid.py);
-3. with an ``out_dir``, writes ``dmd_grid.csv``, ``dmd_operator.safetensors``, ``dmd_metrics.json``
-   and the figures there; sends the scalars (and figures) to the loggers given.
+3. with an ``out_dir``, writes ``dmd_metrics.json`` first, then ``dmd_grid.csv``,
+   ``dmd_operator.safetensors`` and the figures there (one that cannot be written, e.g. on a full
+   disk, is a warning and ``dmd/artifact_errors``); sends the scalars (and figures) to the loggers given.
 
 The callback only orchestrates; each job has its module: the config and its one check
 (``dmd/config.py``), the data (``dmd/data.py``), the cached layer scaling (``dmd/layer_scaling.py``),
@@ -42,6 +43,7 @@ from kaelab.dmd.layer_scaling import cached_scaling
 from kaelab.dmd.report import figures, write_grid
 from kaelab.dmd.study import PointResult, dmd_n_states, fit_states, grid_points, run_grid, select_result, study_metrics
 from kaelab.errors import ConfigError
+from kaelab.fileio import optional_output
 from kaelab.metrics import scalars, write_metrics
 from kaelab.models.trajectory import Trajectory
 
@@ -74,7 +76,7 @@ class DMDReplacement(Callback):
     Summary: the hybrid network runs to the span, seeds the delay window with the first h + 1 true
     states and lets the linear operator predict the rest.)
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> net = torch.nn.Sequential(torch.nn.Linear(2, 6), torch.nn.Tanh(), torch.nn.Linear(6, 6),
         ...                           torch.nn.Tanh(), torch.nn.Linear(6, 3))
@@ -146,11 +148,13 @@ class DMDReplacement(Callback):
         metrics.update(study_metrics(net, self.best, self.results, cfg, n_states, splits))
         images = {}
         if out_dir is not None:
-            images = self.write(out_dir, S_train, net, data, splits["test"], cfg)
+            write_metrics(out_dir / "dmd_metrics.json", metrics)  # first: an output that fails loses no result
+            images = self.write(out_dir, S_train, net, data, splits["test"], cfg, metrics)
             if images:
                 metrics["dmd/figures"] = sorted(p.name for p in images.values())
-            write_metrics(out_dir / "dmd_metrics.json", metrics)
-        log_study(loggers, metrics, images, step)
+            what = str(out_dir / "dmd_metrics.json")  # again, with what the outputs added
+            optional_output(metrics, "dmd", what, lambda: write_metrics(out_dir / "dmd_metrics.json", metrics))
+        optional_output(metrics, "dmd", "the loggers", lambda: log_study(loggers, metrics, images, step))
         self.metrics = metrics
         return metrics
 
@@ -162,17 +166,21 @@ class DMDReplacement(Callback):
         layers, info = cached_scaling(traj, x_train, sc, self.cache_dir, self.cache_key)
         return traj.scaled(sc.layer, list(layers)), dict(info)
 
-    def write(self, out_dir: Path, S_train: torch.Tensor, net: nn.Module, data: Any, test, cfg: Any) -> dict:
+    def write(self, out_dir: Path, S_train: torch.Tensor, net: nn.Module, data: Any, test, cfg: Any, metrics) -> dict:
         """The grid table, the reported point's operator and (``cfg.figures``) the figures into
-        ``out_dir``; returns the figures' paths by logger tag."""
-        out_dir.mkdir(parents=True, exist_ok=True)
-        best = self.best
-        write_grid(out_dir / "dmd_grid.csv", self.results)
-        a, b = best.point.span
-        best.fit.operator.save(out_dir / "dmd_operator.safetensors", span_start=a, span_end=b)
+        ``out_dir``, each optional (``optional_output``: a failed write is noted in ``metrics``);
+        returns the figures' paths by logger tag."""
+        best, grid, operator = self.best, out_dir / "dmd_grid.csv", out_dir / "dmd_operator.safetensors"
+        span = dict(zip(("span_start", "span_end"), best.point.span, strict=True))
+        optional_output(metrics, "dmd", str(grid), lambda: write_grid(grid, self.results))
+        optional_output(metrics, "dmd", str(operator), lambda: best.fit.operator.save(operator, **span))
         if not cfg.figures:
             return {}
-        return figures(out_dir, best, S_train, net, data, test, cfg.boundary_resolution)
+        images = optional_output(
+            metrics, "dmd", f"{out_dir}/*.png",
+            lambda: figures(out_dir, best, S_train, net, data, test, cfg.boundary_resolution),
+        )  # fmt: skip
+        return images or {}
 
 
 def log_study(loggers: Sequence, metrics: dict[str, Any], images: dict[str, Path], step: int) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kaelab.cache import ArtifactCache, config_key
+from kaelab.cache import ArtifactCache, config_key, tensors_digest
 from kaelab.dmd.config import INITS, ScalingConfig
 from kaelab.errors import ConfigError, check_choice
 from kaelab.models.trajectory import Trajectory
@@ -242,25 +242,31 @@ def train_scaling(
 def cached_scaling(
     net: Trajectory, x_train: torch.Tensor, sc: Any, cache_dir: str | Path | None, base_key: str | None
 ) -> tuple[nn.Sequential, dict[str, float]]:
-    """``train_scaling`` through the artifact cache (stage ``dmd_scaling``, keyed by the base
-    model's key and the scaling config), so that a sweep over h / rank trains it once; without a
-    cache (``cache_dir`` or ``base_key`` None) trained now."""
+    """``train_scaling`` through the artifact cache (stage ``dmd_scaling``, keyed by the base model's
+    key, the content hash of ``net``'s weights, so that a base model rebuilt with other weights under
+    its key gets its own, and the scaling config), so that a sweep over h / rank trains it once;
+    without a cache (``cache_dir`` or ``base_key`` None) trained now."""
     from omegaconf import OmegaConf
 
     if cache_dir is None or base_key is None:
         return train_scaling(net, x_train, sc)
     settings = OmegaConf.to_container(sc, resolve=True) if OmegaConf.is_config(sc) else dict(sc)
-    key = config_key("dmd_scaling", base_key, settings)
+    weights = tensors_digest(net.state_dict())
+    key = config_key("dmd_scaling", base_key, weights, settings)
 
     def build(tmp: Path) -> None:
         layers, info = train_scaling(net, x_train, sc)
         torch.save(layers.state_dict(), tmp / "scaled_layers.pt")
         (tmp / "info.json").write_text(json.dumps(info))
 
-    manifest = {"base_model": base_key, "scaling": settings}
-    path = ArtifactCache(cache_dir).get_or_build("dmd_scaling", key, build, manifest)
-    layers = new_layers(net.in_width(sc.layer), sc.n_layers, sc.width)
-    layers.load_state_dict(torch.load(path / "scaled_layers.pt", weights_only=True))
+    def load(path: Path) -> tuple[nn.Sequential, dict[str, float]]:
+        layers = new_layers(net.in_width(sc.layer), sc.n_layers, sc.width)
+        layers.load_state_dict(torch.load(path / "scaled_layers.pt", weights_only=True))
+        return layers, json.loads((path / "info.json").read_text())
+
+    manifest = {"base_model": base_key, "base_weights": weights, "scaling": settings}
+    # a file the loader cannot read makes the cache rebuild the entry (ArtifactCache.load)
+    layers, info = ArtifactCache(cache_dir).load("dmd_scaling", key, build, load, manifest)
     for p in layers.parameters():
         p.requires_grad_(False)
-    return layers.eval(), json.loads((path / "info.json").read_text())
+    return layers.eval(), info

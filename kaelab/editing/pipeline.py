@@ -5,7 +5,9 @@ base model, representations, KAE  (cached, kaelab.koopman.pipeline.trained_kae)
    -> the edit strategy on the training split (edit.strategy, kaelab.editing.strategies; by
       default Algorithm 1, kaelab.editing.unlearning, with the target rule edit.targets) -> K'
    -> test x_i -> preprocess -> phi -> K' -> phi^-1 -> inverse preprocess -> base model's head
-The cached KAE is only read; the edited operator is written to the run dir (edit/operator.safetensors).
+The cached KAE is only read; metrics.json is written first, then the edited operator
+(edit/operator.safetensors) and the figure into the run dir: one that cannot be written (a full disk)
+is a warning and ``edit/artifact_errors``.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ from kaelab.editing.strategies import STRATEGIES
 from kaelab.editing.targets import TARGET_RULES
 from kaelab.editing.unlearning import OperatorEdit
 from kaelab.errors import ConfigError
+from kaelab.fileio import atomic_write_text, optional_output
 from kaelab.koopman.pipeline import KAEArtifact, kae_layers, trained_kae
 from kaelab.koopman.surrogate import predict_target
+from kaelab.metrics import write_metrics
 from kaelab.training import build_loggers, log_metrics_to
 
 log = logging.getLogger(__name__)
@@ -104,21 +108,33 @@ def edit_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     m.update({**test_metrics, **operator_metrics(edit)})
     if ec.compare_retrain:
         m.update(retrain_comparison(cfg, forget, run_dir, data, after, edit.time_s))
-    out = save_edit(run_dir / "edit", art, forget, ec, edit)
-    loggers = build_loggers(cfg.logger, run_dir, cfg.name)
+    write_metrics(run_dir / "metrics.json", m)  # first: an output below that fails loses no result
+    out = run_dir / "edit"
+    optional_output(m, "edit", f"{out}/operator.safetensors", lambda: save_edit(out, art, forget, ec, edit))
     if ec.figure:
-        fig = figure(cfg, art, data, edit, forget, out, getattr(base.datamodule, "class_names", None), strategy.label)
-        m["edit/figure"] = str(fig)
-        from kaelab.viz.log import log_images
-
-        log_images(loggers, {"edit/observable_pcs": fig})
-    log_metrics_to(loggers, m)
+        names = getattr(base.datamodule, "class_names", None)
+        fig = optional_output(
+            m, "edit", str(out / "observable_pcs.png"),
+            lambda: figure(cfg, art, data, edit, forget, out, names, strategy.label),
+        )  # fmt: skip
+        m.update({"edit/figure": str(fig)} if fig is not None else {})
+    optional_output(m, "edit", "the run's loggers", lambda: log_edit(cfg, run_dir, m))
     log.info(
         "forget %s: forget acc %.4f -> %.4f, retain acc %.4f -> %.4f, edit %.2f s",
         forget, m["edit/forget_acc_before"], m["edit/forget_acc_after"],
         m["edit/retain_acc_before"], m["edit/retain_acc_after"], edit.time_s,
     )  # fmt: skip
     return m
+
+
+def log_edit(cfg: DictConfig, run_dir: Path, m: dict[str, Any]) -> None:
+    """The metrics and the figure to the run's loggers."""
+    loggers = build_loggers(cfg.logger, run_dir, cfg.name)
+    if m.get("edit/figure"):
+        from kaelab.viz.log import log_images
+
+        log_images(loggers, {"edit/observable_pcs": Path(m["edit/figure"])})
+    log_metrics_to(loggers, m)
 
 
 def evaluate_on_test(base, data, art: KAEArtifact, edit: OperatorEdit, forget: list[int]):
@@ -164,7 +180,8 @@ def save_edit(out: Path, art: KAEArtifact, forget: list[int], ec: DictConfig, ed
     operators = {"K_before": edit.K_before.contiguous(), "K_after": edit.K_after.contiguous()}
     save_file(operators, str(out / "operator.safetensors"))
     config = OmegaConf.to_container(ec, resolve=True)
-    (out / "edit.json").write_text(json.dumps({"kae_key": art.key, "forget": forget, "config": config}, indent=2))
+    record = {"kae_key": art.key, "kae_content": art.content_hash, "forget": forget, "config": config}
+    atomic_write_text(out / "edit.json", json.dumps(record, indent=2))
     return out
 
 
@@ -194,8 +211,9 @@ class StageCache:
 
 def cached_key_statistics(cfg: DictConfig, art: KAEArtifact, x_i, x_j, labels, n_cls: int):
     """The KAE's per-class key statistics (kaelab.editing.statistics) over its training pairs,
-    computed once per KAE and cached: every later edit of this KAE, whatever it forgets, encodes
-    only the forgotten samples. Returns (statistics, cache hit, seconds to load or build)."""
+    computed once per KAE (its key and the content hash of its entry) and cached: every later edit
+    of this KAE, whatever it forgets, encodes only the forgotten samples. Returns (statistics, cache
+    hit, seconds to load or build)."""
     t0 = time.perf_counter()
     built = False
 
@@ -210,8 +228,9 @@ def cached_key_statistics(cfg: DictConfig, art: KAEArtifact, x_i, x_j, labels, n
             raise ValueError(f"statistics of {int(stats.count.sum())} samples, {len(labels)} expected")
         return stats
 
-    key = config_key("edit_stats", art.key)
-    stats = ArtifactCache(cfg.paths.cache_dir).load("edit_stats", key, build, load, {"kae": art.key})
+    key = config_key("edit_stats", art.key, art.content_hash)  # follows a KAE rebuilt under its key
+    manifest = {"kae": art.key, "kae_content": art.content_hash}
+    stats = ArtifactCache(cfg.paths.cache_dir).load("edit_stats", key, build, load, manifest)
     return stats, not built, time.perf_counter() - t0
 
 

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from kaelab.base_model import BaseModel, base_model, trainer_key_settings, trajectory_spec
 from kaelab.cache import ArtifactCache, config_key
 from kaelab.errors import ConfigError
+from kaelab.fileio import optional_output
 from kaelab.koopman.config import LOSS_TERMS
 from kaelab.koopman.estimator import KAE
 from kaelab.koopman.kae import KoopmanAutoencoder
@@ -98,27 +99,41 @@ class KAEArtifact:
     target: str
     train_metrics: dict[str, Any]  # kae/train_time_s, kae/steps of the run that trained it
     cache_hit: bool = True
+    content_hash: str = ""  # of its cache entry's files (ArtifactCache.content_hash): in derived keys
 
     @property
     def kae(self) -> KoopmanAutoencoder:
         return self.model.module_
 
 
-def kae_key(cfg: DictConfig, base_key: str, src: str, tgt: str, split_sizes: dict[str, int]) -> str:
+def kae_key(
+    cfg: DictConfig, base_key: str, src: str, tgt: str, split_sizes: dict[str, int], inputs: str | None = None
+) -> str:
     """What determines a trained KAE: the base model, the two layers, the data it sees, the KAE
     config (preprocessing, architecture, losses, optimisation, seed; the path loss's settings when
-    it trains, not the path report) and the trainer settings that change training."""
+    it trains, not the path report), the trainer settings that change training and ``inputs``, the
+    content hash of the representations it trains on (``kae_inputs``): a KAE follows them when they
+    are rebuilt with other content under the same keys."""
     kae = OmegaConf.to_container(cfg.kae, resolve=True)
     path = kae.pop("path")
     kae["path"] = {k: path[k] for k in ("lam", "steps", "rows")} if path["lam"] > 0 else None
-    return config_key("kae", base_key, src, tgt, split_sizes, kae, trainer_key_settings(cfg))
+    return config_key("kae", base_key, src, tgt, split_sizes, kae, trainer_key_settings(cfg), inputs)
+
+
+def kae_inputs(cfg: DictConfig, names: list[str], data: Representations, src: str, tgt: str) -> str:
+    """The content hash of the representations a KAE trains on: x_i and x_j, and the intermediate
+    blocks when the path loss trains (``kae.path.lam`` > 0)."""
+    blocks = path_mapping(cfg.kae, names, src, tgt)[0] if cfg.kae.path.lam > 0 else []
+    return data.content_hash([src, tgt, *blocks])
 
 
 def load_kae(path: Path, src: str, tgt: str, key: str) -> KAEArtifact:
-    """A KAE artifact directory -> KAEArtifact (safetensors and JSON only: no pickle is loaded)."""
+    """A KAE cache entry (``<cache_dir>/kae/<key>``) -> KAEArtifact, with the entry's content hash
+    (safetensors and JSON only: no pickle is loaded)."""
     prep = PairPreprocessor().load_state_dict(load_file(str(path / "preprocessor.safetensors")))
     train_metrics = json.loads((path / "metrics.json").read_text())
-    return KAEArtifact(KAE.load(path), prep, key, path, src, tgt, train_metrics)
+    content = ArtifactCache(path.parent.parent).content_hash(path.parent.name, path.name)
+    return KAEArtifact(KAE.load(path), prep, key, path, src, tgt, train_metrics, content_hash=content)
 
 
 def block_aligner(kc: DictConfig, data: Representations, blocks: list[str], prep: PairPreprocessor, tgt: str):
@@ -166,7 +181,8 @@ def cached_kae(cfg: DictConfig, base: BaseModel, data: Representations, src: str
     Training happens under the cache's lock in a temporary directory that is renamed into place
     when complete; later calls load it. Nothing ever writes into an existing entry."""
     sizes = {s: len(x) for s, x in data.inputs.items()}
-    key = kae_key(cfg, base.key, src, tgt, sizes)
+    inputs = kae_inputs(cfg, base.trajectory.names, data, src, tgt)
+    key = kae_key(cfg, base.key, src, tgt, sizes, inputs)
     trained_now = False
 
     def build(tmp: Path) -> None:
@@ -174,7 +190,7 @@ def cached_kae(cfg: DictConfig, base: BaseModel, data: Representations, src: str
         trained_now = True
         write_metrics(tmp / "metrics.json", train_kae(cfg, base.trajectory.names, data, src, tgt, work_dir, tmp))
 
-    manifest = {"base_model": base.key, "source": src, "target": tgt, "splits": sizes}
+    manifest = {"base_model": base.key, "inputs": inputs, "source": src, "target": tgt, "splits": sizes}
     manifest["kae"] = OmegaConf.to_container(cfg.kae, resolve=True)
     # a file the loader cannot read makes the cache rebuild the entry (kaelab.cache.ArtifactCache.load)
     art = ArtifactCache(cfg.paths.cache_dir).load("kae", key, build, lambda p: load_kae(p, src, tgt, key), manifest)
@@ -241,9 +257,9 @@ def warn_if_diverged(metrics: dict[str, Any], art: KAEArtifact) -> None:
         )  # fmt: skip
 
 
-def path_metrics(cfg: DictConfig, base: BaseModel, data: Representations, art: KAEArtifact, run_dir: Path):
-    """Path fidelity on the test split (``path/*``; the aligner fitted on the training split) and
-    its figure (kaelab.koopman.path)."""
+def path_metrics(cfg: DictConfig, base: BaseModel, data: Representations, art: KAEArtifact):
+    """Path fidelity on the test split (``path/*``; the aligner fitted on the training split;
+    kaelab.koopman.path); its figure is ``path_figure``."""
     kc = cfg.kae
     try:
         blocks, steps = path_mapping(kc, base.trajectory.names, art.source, art.target)
@@ -260,10 +276,6 @@ def path_metrics(cfg: DictConfig, base: BaseModel, data: Representations, art: K
     for key in ("fvu", "cka", "fvu_line"):
         m[f"path/{key}_per_block"] = fid[key]
         m[f"path/{key}_mean"] = sum(fid[key]) / len(fid[key])
-    from kaelab.viz.path import plot_path_fidelity
-
-    title = f"{cfg.name}: KAE steps vs the base model's blocks (test, path lambda {m['path/lam']:g})"
-    m["path/figure"] = str(plot_path_fidelity(blocks, steps, kc.k, fid, run_dir / "path_fidelity.png", title))
     log.info(
         "path fidelity (test): FVU per block %s (mean %.4f; straight line %.4f), CKA %s",
         [round(v, 4) for v in fid["fvu"]], m["path/fvu_mean"], m["path/fvu_line_mean"],
@@ -272,19 +284,44 @@ def path_metrics(cfg: DictConfig, base: BaseModel, data: Representations, art: K
     return m
 
 
+def path_figure(cfg: DictConfig, m: dict[str, Any], run_dir: Path) -> Path:
+    """The path-fidelity figure of ``path_metrics``' report ``m`` (kaelab.viz.path)."""
+    from kaelab.viz.path import plot_path_fidelity
+
+    fid = {key: m[f"path/{key}_per_block"] for key in ("fvu", "cka", "fvu_line")}
+    title = f"{cfg.name}: KAE steps vs the base model's blocks (test, path lambda {m['path/lam']:g})"
+    return plot_path_fidelity(m["path/blocks"], m["path/steps"], cfg.kae.k, fid, run_dir / "path_fidelity.png", title)
+
+
+def log_kae(cfg: DictConfig, run_dir: Path, metrics: dict[str, Any]) -> None:
+    """The report and the path figure to the run's own loggers (not the KAE's training logs)."""
+    loggers = build_loggers(cfg.logger, run_dir, cfg.name)
+    if metrics.get("path/figure"):
+        from kaelab.viz.log import log_images
+
+        log_images(loggers, {"path/fidelity": Path(metrics["path/figure"])})
+    log_metrics_to(loggers, metrics)
+
+
 def kae_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Reads ``kae`` (and the base model's groups upstream); writes ``kae/*``, ``base/*``, ``path/*``."""
+    """Reads ``kae`` (and the base model's groups upstream); writes ``kae/*``, ``base/*``, ``path/*``:
+    metrics.json first, then the figures (one that cannot be written: ``kae/artifact_errors``)."""
     report_path = bool(cfg.kae.path.report)
     base, data, art = trained_kae(cfg, run_dir, all_layers=report_path)
     metrics = surrogate_metrics(cfg.kae, base, data, art)
-    loggers = build_loggers(cfg.logger, run_dir, cfg.name)  # the run's own loggers, not the KAE's training logs
     if report_path:
-        metrics.update(path_metrics(cfg, base, data, art, run_dir))
-        if metrics.get("path/figure"):
-            from kaelab.viz.log import log_images
+        metrics.update(path_metrics(cfg, base, data, art))
+    write_metrics(run_dir / "metrics.json", metrics)  # first: an output below that fails loses no result
+    from kaelab.viz.kae import plot_kae_picture  # the KAE's picture of the network (paper, Figure 3, bottom)
 
-            log_images(loggers, {"path/fidelity": Path(metrics["path/figure"])})
-    log_metrics_to(loggers, metrics)
+    picture = run_dir / "kae_picture.png"
+    optional_output(metrics, "kae", str(picture), lambda: plot_kae_picture(art, data, picture, cfg.name))
+    if metrics.get("path/blocks"):
+        path = str(run_dir / "path_fidelity.png")
+        figure = optional_output(metrics, "kae", path, lambda: path_figure(cfg, metrics, run_dir))
+        if figure is not None:
+            metrics["path/figure"] = str(figure)
+    optional_output(metrics, "kae", "the run's loggers", lambda: log_kae(cfg, run_dir, metrics))
     log.info(
         "base/test_acc=%.4f kae/test_acc=%.4f agreement=%.4f state_fvu=%.4f (KAE %s)",
         metrics["base/test_acc"], metrics["kae/test_acc"], metrics["kae/agreement"], metrics["kae/state_fvu"],

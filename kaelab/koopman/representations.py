@@ -1,21 +1,24 @@
 """Neural representations x_1..x_L of a trained network (KAE paper, Sec. 3.1): states of its trajectory.
 
 Representations are taken with BatchNorm in eval mode, for every split of the base model's data,
-and cached as safetensors under a key of the base model's key and the layer names, so a sweep over
-KAE settings extracts them once.
+and cached as safetensors under a key of the base model's key, the content hash of its weights
+(``kaelab.cache.tensors_digest``: a base model rebuilt with other weights gets its own) and the layer
+names, so a sweep over KAE settings extracts them once. Each tensor's own digest is stored beside it
+(``digests.json``): what a KAE's key includes of the representations it trains on.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from kaelab.cache import ArtifactCache, config_key
+from kaelab.cache import ArtifactCache, config_key, tensors_digest
 from kaelab.errors import ConfigError
 from kaelab.models.trajectory import Trajectory
 
@@ -45,7 +48,7 @@ def extract(
     (default: every state of the trajectory) for inputs ``x``, as ``{name: [n, d]}``; taken in eval
     mode (BatchNorm with its running statistics), the module's mode restored afterwards.
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
         >>> traj = kl.trajectory(net, torch.randn(4, 2), stages=["0", "1"], head="2")
@@ -75,17 +78,30 @@ def extract(
     return {n: torch.cat(v) for n, v in outputs.items()}
 
 
-def representations_key(base_key: str, layers: Sequence[str], split_sizes: dict[str, int]) -> str:
-    """Cache key of the representations of ``layers`` of the base model ``base_key``."""
-    return config_key("representations", base_key, sorted(dict.fromkeys(layers)), split_sizes)
+def representations_key(base_key: str, weights: str, layers: Sequence[str], split_sizes: dict[str, int]) -> str:
+    """Cache key of the representations of ``layers`` of the base model ``base_key`` whose weights
+    have the content hash ``weights`` (``tensors_digest`` of its trajectory's ``state_dict()``)."""
+    return config_key("representations", base_key, weights, sorted(dict.fromkeys(layers)), split_sizes)
+
+
+Reps = dict[str, dict[str, torch.Tensor]]  # {split: {layer: tensor}}
 
 
 def cached_representations(
     cache: ArtifactCache, base_key: str, traj: Trajectory, splits: dict[str, torch.Tensor], layers: Sequence[str]
-) -> dict[str, dict[str, torch.Tensor]]:
+) -> Reps:
     """``{split: {layer: tensor}}`` for the base model ``base_key``, extracted once and cached."""
+    return representations_and_digests(cache, base_key, traj, splits, layers)[0]
+
+
+def representations_and_digests(
+    cache: ArtifactCache, base_key: str, traj: Trajectory, splits: dict[str, torch.Tensor], layers: Sequence[str]
+) -> tuple[Reps, dict[str, str]]:
+    """``cached_representations`` and each tensor's content hash (``{"split/layer": digest}``); keyed
+    by the content hash of ``traj``'s weights too, so they follow the weights, not only ``base_key``."""
     layers = list(dict.fromkeys(layers))
-    key = representations_key(base_key, layers, {s: len(x) for s, x in splits.items()})
+    weights = tensors_digest(traj.state_dict())
+    key = representations_key(base_key, weights, layers, {s: len(x) for s, x in splits.items()})
 
     def build(tmp: Path) -> None:
         tensors = {}
@@ -94,16 +110,23 @@ def cached_representations(
             for layer, rep in extract(traj, x, layers).items():
                 tensors[f"{split}/{layer}"] = rep.contiguous()
         save_file(tensors, str(tmp / "representations.safetensors"))
+        digests = {name: tensors_digest({name: t}) for name, t in tensors.items()}
+        (tmp / "digests.json").write_text(json.dumps(digests, indent=1, sort_keys=True))
 
-    def load(path: Path) -> dict[str, dict[str, torch.Tensor]]:
-        out: dict[str, dict[str, torch.Tensor]] = {}
-        for name, t in load_file(str(path / "representations.safetensors")).items():
+    def load(path: Path) -> tuple[Reps, dict[str, str]]:
+        out: Reps = {}
+        tensors = load_file(str(path / "representations.safetensors"))
+        for name, t in tensors.items():
             split, layer = name.split("/", 1)
             out.setdefault(split, {})[layer] = t
-        return out
+        digests = json.loads((path / "digests.json").read_text())
+        if not isinstance(digests, dict) or set(digests) != set(tensors):
+            raise ValueError("digests.json does not list the stored tensors")
+        return out, digests
 
     # a file that cannot be read makes the cache rebuild the entry (ArtifactCache.load)
-    return cache.load("representations", key, build, load, {"base_model": base_key, "layers": layers})
+    manifest = {"base_model": base_key, "base_weights": weights, "layers": layers}
+    return cache.load("representations", key, build, load, manifest)
 
 
 @dataclass
@@ -114,6 +137,16 @@ class Representations:
     labels: dict[str, torch.Tensor]
     reps: dict[str, dict[str, torch.Tensor]]
     num_classes: int
+    digests: dict[str, str] = field(default_factory=dict)  # {"split/layer": content hash}
+
+    def content_hash(self, layers: Sequence[str]) -> str:
+        """The content hash of the representations of ``layers`` (every split): what a KAE trained
+        on them has in its key."""
+        names = [f"{split}/{layer}" for split in self.reps for layer in layers]
+        missing = [n for n in names if n not in self.digests]
+        if missing:
+            raise KeyError(f"no content hash of the representation {missing[0]}")
+        return config_key("representations content", {n: self.digests[n] for n in names})
 
 
 def split_representations(
@@ -125,5 +158,5 @@ def split_representations(
     dm = base.datamodule
     inputs = {s: dm.tensors(s)[0][:n_samples] for s in dm.splits}
     labels = {s: dm.tensors(s)[1][:n_samples] for s in dm.splits}
-    reps = cached_representations(cache, base.key, base.trajectory, inputs, layers)
-    return Representations(inputs, labels, reps, dm.num_classes)
+    reps, digests = representations_and_digests(cache, base.key, base.trajectory, inputs, layers)
+    return Representations(inputs, labels, reps, dm.num_classes, digests)

@@ -2,14 +2,15 @@
 
 base model, representations, KAE (cached, kaelab.koopman.pipeline.trained_kae)
    -> G = V diag(mu) V^-1, cached as ``cache/spectrum/<key>/decomposition.safetensors`` (keyed by the
-      KAE's key: the edit stage's ``edit.strategy=spectral`` reads the same artifact)
-   -> metrics ``spectrum/*``, the class x mode energy table (``spectrum_class_mode_energy.csv``,
-      observables phi(x_i) of the training split) and two figures.
+      KAE's key and the content hash of its cache entry, so that a KAE rebuilt under the same key
+      gets its own; the edit stage's ``edit.strategy=spectral`` reads the same artifact)
+   -> metrics ``spectrum/*`` (metrics.json, written first), then the class x mode energy table
+      (``spectrum_class_mode_energy.csv``, observables phi(x_i) of the training split) and two figures:
+      one that cannot be written (a full disk) is a warning and ``spectrum/artifact_errors``.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from omegaconf import DictConfig
 from safetensors.torch import load_file, save_file
 
 from kaelab.cache import ArtifactCache, config_key
+from kaelab.fileio import optional_output, write_csv
 from kaelab.koopman.spectrum import (
     Spectrum,
     class_mode_energy,
@@ -29,6 +31,7 @@ from kaelab.koopman.spectrum import (
     modal_stats,
     mode_separation,
 )
+from kaelab.metrics import write_metrics
 from kaelab.training import build_loggers, log_metrics_to
 
 log = logging.getLogger(__name__)
@@ -39,8 +42,9 @@ MAX_SAMPLES = 10000  # training samples (a seeded random subset) for the per-sam
 
 
 def cached_spectrum(cfg: DictConfig, art) -> tuple[Spectrum, bool]:
-    """The decomposition of ``art``'s generator, computed once per KAE and cached; (spectrum, hit)."""
-    key = config_key("spectrum", art.key)
+    """The decomposition of ``art``'s generator, computed once per KAE (its key and content) and
+    cached; (spectrum, hit)."""
+    key = config_key("spectrum", art.key, art.content_hash)
     built = False
 
     def build(tmp: Path) -> None:
@@ -51,7 +55,8 @@ def cached_spectrum(cfg: DictConfig, art) -> tuple[Spectrum, bool]:
     def load(path: Path) -> Spectrum:
         return Spectrum.from_state_dict(load_file(str(path / "decomposition.safetensors")))
 
-    spec = ArtifactCache(cfg.paths.cache_dir).load("spectrum", key, build, load, {"kae": art.key})
+    manifest = {"kae": art.key, "kae_content": art.content_hash}
+    spec = ArtifactCache(cfg.paths.cache_dir).load("spectrum", key, build, load, manifest)
     return spec, not built
 
 
@@ -98,14 +103,12 @@ def spectrum_report(spec: Spectrum, K: torch.Tensor, z: torch.Tensor, labels: to
 def write_class_mode_table(path: Path, spec: Spectrum, energy: torch.Tensor, sep: torch.Tensor) -> Path:
     """The class x mode energy table as CSV: one row per mode (eigenvalue of K, eta^2, class shares)."""
     eig_K = spec.eig_K
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        classes = [f"class_{c}" for c in range(len(energy))]
-        w.writerow(["mode", "eig_K_real", "eig_K_imag", "abs_eig_K", "eta2", *classes])
-        for r in range(energy.shape[1]):
-            lam = eig_K[r]
-            w.writerow([r, lam.real.item(), lam.imag.item(), lam.abs().item(), sep[r].item(), *energy[:, r].tolist()])
-    return path
+    header = ["mode", "eig_K_real", "eig_K_imag", "abs_eig_K", "eta2", *[f"class_{c}" for c in range(len(energy))]]
+    rows = [
+        [r, eig_K[r].real.item(), eig_K[r].imag.item(), eig_K[r].abs().item(), sep[r].item(), *energy[:, r].tolist()]
+        for r in range(energy.shape[1])
+    ]
+    return write_csv(path, header, rows)
 
 
 def spectrum_figures(name: str, spec: Spectrum, energy: torch.Tensor, out: Path, class_names=None) -> dict[str, Path]:
@@ -113,6 +116,7 @@ def spectrum_figures(name: str, spec: Spectrum, energy: torch.Tensor, out: Path,
     from kaelab.viz.spectrum import plot_class_mode_energy, plot_operator_eigenvalues
 
     eig_K, eig_A = spec.eig_K.numpy(), spec.eig_A.numpy()
+    out.mkdir(parents=True, exist_ok=True)
     figs = {
         "spectrum/eigenvalues": plot_operator_eigenvalues(
             eig_K, eig_A, spec.k, out / "eigenvalues.png", f"{name}: spectrum of the KAE operator"
@@ -124,6 +128,14 @@ def spectrum_figures(name: str, spec: Spectrum, energy: torch.Tensor, out: Path,
         energy[:, shown].numpy(), shown, eig_K, out / "class_mode_energy.png", title, class_names
     )
     return figs
+
+
+def log_spectrum(cfg: DictConfig, run_dir: Path, m: dict[str, Any], figs: dict[str, Path]) -> None:
+    from kaelab.viz.log import log_images
+
+    loggers = build_loggers(cfg.logger, run_dir, cfg.name)
+    log_images(loggers, figs)
+    log_metrics_to(loggers, m)
 
 
 def spectrum_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -140,16 +152,14 @@ def spectrum_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     m["spectrum/table_time_s"] = time.perf_counter() - t0 - t_decomp
     m.update({"spectrum/decompose_time_s": t_decomp, "spectrum/time_s": time.perf_counter() - t0})
     m.update({"spectrum/cache_hit": hit, "kae/key": art.key, "kae/cache_hit": art.cache_hit})
+    write_metrics(run_dir / "metrics.json", m)  # first: an output below that fails loses no result
     out = run_dir / "spectrum"
-    out.mkdir(parents=True, exist_ok=True)
-    write_class_mode_table(out / "class_mode_energy.csv", spec, energy, sep)
-    figs = spectrum_figures(cfg.name, spec, energy, out, getattr(base.datamodule, "class_names", None))
-    m.update({f"{k}_figure": str(v) for k, v in figs.items()})
-    loggers = build_loggers(cfg.logger, run_dir, cfg.name)
-    from kaelab.viz.log import log_images
-
-    log_images(loggers, figs)
-    log_metrics_to(loggers, m)
+    table = out / "class_mode_energy.csv"
+    optional_output(m, "spectrum", str(table), lambda: write_class_mode_table(table, spec, energy, sep))
+    names = getattr(base.datamodule, "class_names", None)
+    figs = optional_output(m, "spectrum", f"{out}/*.png", lambda: spectrum_figures(cfg.name, spec, energy, out, names))
+    m.update({f"{k}_figure": str(v) for k, v in (figs or {}).items()})
+    optional_output(m, "spectrum", "the run's loggers", lambda: log_spectrum(cfg, run_dir, m, figs or {}))
     log.info(
         "spectrum: radius K %.4g, A %.4g, %d of %d outside the unit circle, cond(V) %.3g, effective rank %.2f, %.2f s",
         m["spectrum/radius_K"], m["spectrum/radius_A"], m["spectrum/n_outside_unit_circle"], m["spectrum/n_modes"],

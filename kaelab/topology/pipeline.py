@@ -33,7 +33,7 @@ from omegaconf import DictConfig
 
 from kaelab.base_model import base_model
 from kaelab.errors import ConfigError
-from kaelab.fileio import write_csv
+from kaelab.fileio import optional_output, write_csv
 from kaelab.koopman.config import KAEConfig
 from kaelab.koopman.pipeline import (
     KAEArtifact,
@@ -43,6 +43,7 @@ from kaelab.koopman.pipeline import (
     kae_layers,
 )
 from kaelab.koopman.preprocessing import Chain, FrobeniusNormalize, MeanCenter, PCAProjection, Transform
+from kaelab.metrics import write_metrics
 from kaelab.topology import betti as B
 from kaelab.topology.backends import backend_label, resolve_backend
 from kaelab.training import build_loggers, log_metrics_to
@@ -413,18 +414,32 @@ def topology_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     depth = steps = curves = None
     if tc.layers:
         depth = timed(metrics, "topology/layers_time_s", depth_beta0, tc, inp, backend)
-        write_layers_csv(run_dir / "topology_layers.csv", tc, inp, depth)
     if tc.steps and inp.art is not None:
         scale = depth.matched.get("scale") if depth is not None else None
         steps = timed(metrics, "topology/steps_time_s", steps_beta0, tc, inp, backend, scale)
-        write_steps_csv(run_dir / "topology_steps.csv", tc, inp, steps)
     if tc.curves:
         curves = timed(metrics, "topology/curves_time_s", xj_betti_curves, tc, inp, backend, h1_backend)
-        write_curves_csv(run_dir, tc.maxdim, curves)
-    images: dict[str, Path] = {}
-    if tc.figures:
-        images = topology_figures(cfg, tc, inp, depth, steps, curves, run_dir)
-        metrics["topology/figures"] = sorted(p.name for p in images.values())
     metrics["topology/time_s"] = time.perf_counter() - t_start
-    log_topology(cfg, run_dir, metrics, images)
+    write_metrics(run_dir / "metrics.json", metrics)  # first: an output below that fails loses no result
+    images = topology_outputs(cfg, inp, depth, steps, curves, run_dir, metrics)
+    optional_output(metrics, "topology", "the run's loggers", lambda: log_topology(cfg, run_dir, metrics, images))
     return metrics
+
+
+def topology_outputs(cfg, inp: TopologyInputs, depth, steps, curves, run_dir: Path, metrics: dict[str, Any]):
+    """The CSV tables and (``topology.figures``) the figures, each optional (``optional_output``: one
+    that cannot be written is noted in ``metrics``); returns the figures by logger key."""
+    tc, stage = cfg.topology, "topology"
+    layers_csv, steps_csv, curves_csv = (run_dir / f"topology_{n}.csv" for n in ("layers", "steps", "curves"))
+    if depth is not None:
+        optional_output(metrics, stage, str(layers_csv), lambda: write_layers_csv(layers_csv, tc, inp, depth))
+    if steps is not None:
+        optional_output(metrics, stage, str(steps_csv), lambda: write_steps_csv(steps_csv, tc, inp, steps))
+    if curves is not None:
+        optional_output(metrics, stage, str(curves_csv), lambda: write_curves_csv(run_dir, tc.maxdim, curves))
+    if not tc.figures:
+        return {}
+    draw = lambda: topology_figures(cfg, tc, inp, depth, steps, curves, run_dir)  # noqa: E731
+    images = optional_output(metrics, stage, f"{run_dir}/topology_*.png", draw) or {}
+    metrics["topology/figures"] = sorted(p.name for p in images.values())
+    return images
