@@ -103,9 +103,44 @@ def _short(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _pct(value: Any) -> str:
+    return f"{100 * float(value):.2f}%"
+
+
+def headline(metrics: dict[str, Any]) -> str | None:
+    """The run's headline result in one line: an edit's forget and retain accuracy before -> after,
+    the DMD hybrid's and the KAE surrogate's accuracy against the base model's, beta_0 per layer,
+    the operator's spectral radius, a trained model's test accuracy; None for other runs."""
+    m = metrics
+    has = lambda *keys: all(k in m for k in keys)
+    if has("edit/forget_acc_before", "edit/forget_acc_after", "edit/retain_acc_before", "edit/retain_acc_after"):
+        forget = m.get("edit/target_class")
+        forget = forget if isinstance(forget, list) else [] if forget is None else [forget]
+        cls = f" (class{'es' if len(forget) > 1 else ''} {', '.join(str(c) for c in forget)})" if forget else ""
+        return (
+            f"forget acc {_pct(m['edit/forget_acc_before'])} -> {_pct(m['edit/forget_acc_after'])}, "
+            f"retain acc {_pct(m['edit/retain_acc_before'])} -> {_pct(m['edit/retain_acc_after'])}{cls}"
+        )
+    if has("dmd/test_acc", "dmd/base_test_acc"):
+        return f"DMD hybrid {_pct(m['dmd/test_acc'])} vs base {_pct(m['dmd/base_test_acc'])} (test acc)"
+    if isinstance(m.get("topology/beta0_layers"), list):
+        eps = f" (eps {m['topology/layer_eps']:g})" if isinstance(m.get("topology/layer_eps"), (int, float)) else ""
+        return f"beta_0 per layer {', '.join(str(b) for b in m['topology/beta0_layers'])}{eps}"
+    if "spectrum/radius_K" in m:
+        of_a = f" (of A = exp(G/k): {m['spectrum/radius_A']:.4f})" if "spectrum/radius_A" in m else ""
+        return f"spectral radius of K {m['spectrum/radius_K']:.4f}{of_a}"
+    if has("kae/test_acc", "base/test_acc"):
+        agree = f"; agreement {_pct(m['kae/agreement'])}" if "kae/agreement" in m else ""
+        return f"KAE surrogate {_pct(m['kae/test_acc'])} vs base {_pct(m['base/test_acc'])} (test acc{agree})"
+    if "test/acc" in m:
+        val = f" (val {_pct(m['val/acc'])})" if "val/acc" in m else ""
+        return f"test acc {_pct(m['test/acc'])}{val}"
+    return None
+
+
 def summary_table(cfg: Any, run_dir: Path, metrics: dict[str, Any], elapsed_s: float) -> str:
-    """A short table for the end of a run: each stage with its key metrics and time, then where
-    the results, checkpoints and figures are."""
+    """A short table for the end of a run: its headline result, each stage with its key metrics and
+    time, then where the results, checkpoints, figures and the report page are."""
     rows: list[tuple[str, str, str]] = []
     shown: set[str] = set()
     for stage, keys, time_key in SUMMARY_STAGES:
@@ -135,8 +170,12 @@ def summary_table(cfg: Any, run_dir: Path, metrics: dict[str, Any], elapsed_s: f
         where.append(("figures", f"{len(figures)} PNG in {', '.join(dirs)}"))
     if getattr(cfg, "paths", None) is not None:
         where.append(("cache", str(cfg.paths.cache_dir)))
-    width = max([len(r[0]) for r in rows] + [len(w[0]) for w in where] + [5])
+    if (run_dir / "report.html").is_file():  # kaelab.report: the last line, what to open next
+        where.append(("report", str(run_dir / "report.html")))
+    top = headline(metrics)
+    width = max([len(r[0]) for r in rows] + [len(w[0]) for w in where] + [8 if top else 5])
     lines = [f"summary of {cfg.name} (task={cfg.task}), {_duration(elapsed_s)} in all"]
+    lines += [f"  {'headline':<{width}}  {top}"] if top else []
     lines += [f"  {stage:<{width}}  {text}   [{took}]" for stage, text, took in rows]
     lines += [f"  {name:<{width}}  {value}" for name, value in where]
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,8 @@ def task_function(cfg: DictConfig):
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Check ``cfg``, run its task into ``paths.run_dir`` and return the metrics written to
-    ``metrics.json`` there."""
+    ``metrics.json`` there; then the run's page, ``report.html`` (kaelab.report)."""
+    t0 = time.perf_counter()
     check_schema(cfg)
     check_values(cfg)  # first: a typo costs a second, not the import of torch and Lightning
     from kaelab.metrics import write_metrics
@@ -59,4 +61,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise
     log.info("wrote %s", path)
     finish_run(wandb_run, run_dir, json.loads(path.read_text()))
+    from kaelab.report import write_run_report, write_safely
+
+    # after metrics.json: a page that cannot be rendered is one warning line, never a lost result
+    write_safely(write_run_report, run_dir, cfg, time.perf_counter() - t0)
     return metrics

@@ -20,7 +20,8 @@ class RunGuard(Callback):
     """Before Hydra creates the run (or sweep) directory: it must be creatable and writable, and
     empty unless the run resumes (``ckpt_path``), so two runs never write into one directory. After
     a sweep: ``sweep_summary.json`` (every job's status and error, artifact builds), the sweep's
-    table (``aggregate.md``/``.csv``, ``kaelab.aggregate``), one line listing the jobs that failed
+    table (``aggregate.md``/``.csv``, ``kaelab.aggregate``), its page (``report.html``,
+    ``kaelab.report``), one line listing the jobs that failed
     (their errors are in ``<job dir>/error.txt``) and a non-zero exit, once every job has run."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -51,6 +52,7 @@ class RunGuard(Callback):
                 print(f"kaelab: sweep table: {md_path} (python -m kaelab.aggregate {sweep_dir})", file=sys.stderr)
             except KaelabError as err:  # e.g. no metric in common: the jobs' results are still there
                 print(f"kaelab: no sweep table: {err}", file=sys.stderr)
+        write_sweep_page(sweep_dir)
         bad = summary["failed"] + summary["missing"]
         if bad:
             first = bad[0]["error"]
@@ -59,3 +61,13 @@ class RunGuard(Callback):
                 f"{len(bad)} of {summary['n_jobs']} sweep jobs failed (job {names}; first: {first}); "
                 f"see {sweep_dir / 'sweep_summary.json'}"
             )
+
+
+def write_sweep_page(sweep_dir: Path) -> None:
+    """The sweep's ``report.html`` and one line naming it; a page that cannot be rendered costs one
+    warning line, never the sweep's summary or its exit code."""
+    from kaelab.report import write_safely, write_sweep_report
+
+    path = write_safely(write_sweep_report, sweep_dir)
+    if path is not None:
+        print(f"kaelab: sweep report: {path}", file=sys.stderr)
