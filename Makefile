@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # make test runs the suite in this many processes (pytest-xdist; every test has its own tmp dirs)
 TEST_WORKERS ?= 2
 
-.PHONY: help setup run test test-slow lint bench clean distclean
+.PHONY: help setup run test test-slow lint bench docs clean distclean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,12 +20,12 @@ help:  ## list targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,docs]"
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install kaelab (editable) with pinned torch; quick when up to date
 
-run: setup  ## the main job: python -m kaelab (embedded default, no download, no account)
+run: setup  ## the main job: python -m kaelab (no download, no account); ends with the path of its report.html
 	$(PY) -m kaelab $(ARGS)
 
 test: setup  ## the fast test suite
@@ -42,8 +42,11 @@ lint: setup  ## ruff lint + format check
 bench: setup  ## benchmarks -> outputs/bench/*.json
 	$(PY) scripts/bench.py $(ARGS)
 
+docs: setup  ## the documentation site -> site/ (mkdocs build --strict: a broken link or reference fails)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site/
+
 clean:  ## remove run outputs and caches (keeps .venv)
-	rm -rf outputs/runs outputs/multirun outputs/cache outputs/bench .pytest_cache .ruff_cache
+	rm -rf outputs/runs outputs/multirun outputs/cache outputs/bench site .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean  ## also remove the virtual environment

@@ -21,33 +21,52 @@ from kaelab.errors import ConfigError, check_choice, writable_dir_problem
 @dataclass
 class YinYangDataConfig:
     _target_: str = "kaelab.data.YinYangDataModule"  # built by hydra.utils.instantiate (minus ``name``)
+    # the dataset's name (run directory names, messages); not passed to the datamodule
     name: str = "yinyang"
+    # training samples generated
     n_train: int = 5000
+    # validation samples generated
     n_val: int = 1000
+    # test samples generated
     n_test: int = 1000
+    # seed of the generated training split
     seed_train: int = 42
+    # seed of the generated validation split
     seed_val: int = 41
+    # seed of the generated test split
     seed_test: int = 40
     features: str = "xy"  # xy | xy_mirror (x, y, 1-x, 1-y)
     binary: bool = False  # DMD paper's variant: dots removed, 2 classes
+    # radius of the two dots of the Yin-Yang figure
     r_small: float = 0.1
+    # radius of the whole Yin-Yang disc (points lie in [0, 2 r_big]^2)
     r_big: float = 0.5
+    # training batch size
     batch_size: int = 512
+    # batch size of validation, test and representation extraction
     eval_batch_size: int = 4096
+    # seed of the epoch-seeded shuffling of training batches (default: the base model's seed)
     shuffle_seed: int = "${model.seed}"  # type: ignore[assignment]
     exclude_classes: list[int] = field(default_factory=list)  # left out of train/val (retrain baseline)
 
 
 @dataclass
 class MNISTDataConfig:
+    # the datamodule class, built by hydra.utils.instantiate (minus ``name``)
     _target_: str = "kaelab.data.MNISTDataModule"
+    # the dataset's name (run directory names, messages); not passed to the datamodule
     name: str = "mnist"
+    # directory holding MNIST/raw/ (the four idx files)
     root: str = "${paths.data_dir}"
     download: bool = True  # torchvision download when the files are missing (needs internet)
     val_size: int = 5000  # carved from the 60k training images
+    # seed of the random split of the 60k training images into train and validation
     split_seed: int = 0
+    # training batch size
     batch_size: int = 128
+    # batch size of validation, test and representation extraction
     eval_batch_size: int = 4096
+    # seed of the epoch-seeded shuffling of training batches (default: the base model's seed)
     shuffle_seed: int = "${model.seed}"  # type: ignore[assignment]
     augment_shift: int = 0  # random translations of training images by up to this many pixels
     exclude_classes: list[int] = field(default_factory=list)  # left out of train/val (retrain baseline)
@@ -58,10 +77,15 @@ class MNISTDataConfig:
 class OptimConfig:
     """SGD with momentum and a one-cycle triangular LR (0 -> lr over warmup_frac -> 0)."""
 
+    # peak learning rate of the one-cycle schedule
     lr: float = 0.1
+    # SGD momentum
     momentum: float = 0.9
+    # Nesterov momentum
     nesterov: bool = False
+    # weight decay, on Linear weights only
     weight_decay: float = 5e-4
+    # fraction of the steps over which the learning rate rises from 0 to lr
     warmup_frac: float = 0.2
 
 
@@ -85,9 +109,13 @@ class ModelConfig:
     # ``scheduler_interval`` (step | epoch). null: the papers' one-cycle triangular LR
     # (kaelab.schedules.triangular_lr with ``optim.warmup_frac``)
     scheduler: Any = None
+    # how often ``scheduler`` steps: step | epoch
     scheduler_interval: str = "step"
+    # the papers' SGD recipe (used when ``optimizer`` is null)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    # training epochs of the base model
     epochs: int = MISSING
+    # label smoothing of the base model's cross-entropy loss, in [0, 1)
     label_smoothing: float = 0.0
     seed: int = "${seed}"  # type: ignore[assignment]  # base model's seed (KAE experiments fix it)
     checkpoint: Optional[str] = None  # use this trained base model instead of training one
@@ -98,28 +126,46 @@ class ModelConfig:
 class TrainerConfig:
     """Lightning Trainer settings that do not change what is trained (epochs live in the stages)."""
 
+    # Lightning accelerator: cpu | gpu (trainer=gpu)
     accelerator: str = "cpu"
+    # devices per node: a count, a list of device indices, or auto
     devices: Any = 1
+    # Lightning strategy: auto | ddp_spawn (trainer=ddp, trainer=ddp_cpu)
     strategy: str = "auto"
+    # nodes of a multi-node run
     num_nodes: int = 1
+    # Lightning precision: 32-true | bf16-mixed | 16-mixed | ...
     precision: str = "32-true"
+    # torch's deterministic algorithms (slower; bitwise repeatable on GPU)
     deterministic: bool = False
+    # validate every this many epochs
     check_val_every_n_epoch: int = 1
+    # log training metrics every this many steps
     log_every_n_steps: int = 50
+    # Lightning's smoke test: true (1 batch) or n batches per loop; such models are never cached
     fast_dev_run: Any = False
+    # fraction (float) or count (int) of training batches per epoch (None: all)
     limit_train_batches: Optional[float] = None
+    # fraction or count of validation batches (None: all)
     limit_val_batches: Optional[float] = None
+    # fraction or count of test batches (None: all)
     limit_test_batches: Optional[float] = None
+    # validation batches run before training starts
     num_sanity_val_steps: int = 0
+    # gradient-norm clipping of the base model's training (None: off)
     gradient_clip_val: Optional[float] = None
     num_threads: Optional[int] = None  # torch intra-op threads (None: torch's default)
 
 
 @dataclass
 class PathsConfig:
+    # where datasets are read (MNIST: <data_dir>/MNIST/raw): $KAELAB_DATA_DIR, else ./data
     data_dir: str = "${oc.env:KAELAB_DATA_DIR,data}"
+    # root of runs/, multirun/ and the cache: $KAELAB_OUTPUT_DIR, else ./outputs
     output_root: str = "${oc.env:KAELAB_OUTPUT_DIR,outputs}"
+    # the content-addressed artifact cache: $KAELAB_CACHE_DIR, else <output_root>/cache
     cache_dir: str = "${oc.env:KAELAB_CACHE_DIR,${paths.output_root}/cache}"
+    # this run's directory (Hydra's output dir): metrics.json, logs, figures
     run_dir: str = "${hydra:runtime.output_dir}"
 
 
@@ -131,24 +177,34 @@ TASKS = ("train", "kae", "dmd", "edit", "topology", "spectrum")
 class Config:
     name: str = "default"  # experiment name: names the run directory and logger runs
     task: str = "train"  # train | kae | dmd | edit | topology | spectrum
+    # global seed: the KAE, DMD fits, subsamples, and the base model unless model.seed is fixed
     seed: int = 0
     ckpt_path: Optional[str] = None  # resume the base-model training run from this checkpoint
     # the metrics.json key a run returns to a Hydra sweeper that optimises (hydra/sweeper=optuna):
     # a validation or training metric (e.g. kae/val_acc), never a test one
     optimized_metric: Optional[str] = None
+    # the dataset: a _target_ datamodule config (conf/data/*.yaml)
     data: Any = MISSING
+    # the base model: network, trajectory, optimiser, epochs (conf/model/*.yaml)
     model: ModelConfig = MISSING  # type: ignore[assignment]
+    # Lightning Trainer settings (conf/trainer/*.yaml)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     # the loggers and callbacks of every stage, by name, each a ``_target_`` config built with
     # hydra.utils.instantiate (conf/logger/*.yaml, conf/callbacks/*.yaml); null or ``~logger.NAME``
     # removes one. kaelab fills in, per stage, the arguments a target takes and its config leaves
     # unset: a logger's ``save_dir`` and ``name``, a callback's ``dirpath`` (kaelab.training)
     logger: dict[str, Any] = field(default_factory=dict)
+    # named Lightning callbacks of every stage, each a _target_ config (conf/callbacks/*.yaml)
     callbacks: dict[str, Any] = field(default_factory=dict)
+    # where data, runs and the cache live (conf/paths/default.yaml)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    # the KAE stage (conf/kae/*.yaml): task=kae, and the KAE of task=edit|topology|spectrum
     kae: Any = None
+    # the DMD stage (conf/dmd/*.yaml): task=dmd, or +dmd=NAME on a training run
     dmd: Any = None
+    # the edit stage (conf/edit/*.yaml): task=edit
     edit: Any = None
+    # the topology stage (conf/topology/*.yaml): task=topology
     topology: Any = None
 
 

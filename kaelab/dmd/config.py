@@ -38,25 +38,34 @@ class ScalingConfig:
     whose trajectory has state ``layer`` (its producing module is the one scaled).
     """
 
+    # index of the hidden layer in front of which the new layers are inserted
     layer: int = 1
+    # new Linear+ReLU layers inserted (0: no scaling, the network's own states)
     n_layers: int = 10
     # width of the new layers (null: the scaled layer's input width, square layers as in the paper);
     # the first maps the input width up, the last back down
     width: Optional[int] = None
+    # training epochs of the new layers
     epochs: int = 30
     n_train: int = 0  # training samples the new layers are fitted on (random subset; 0 = all)
+    # batch size of the new layers' training
     batch_size: int = 256
+    # peak AdamW learning rate of the new layers (triangular schedule)
     lr: float = 1e-3
+    # AdamW weight decay of the new layers
     weight_decay: float = 0.0
+    # delta of the Huber loss on the frozen layer's output
     huber_delta: float = 1.0
     # kaelab's addition (0 = the paper's scaling): weight of a delay-linearity loss, the relative
     # error of the batch's least-squares delay operator (linear_h delays) rolled out along the
     # scaled trajectory (kaelab/dmd/layer_scaling.py: delay_linearity_error)
     linear_weight: float = 0.0
+    # delays of the delay-linearity loss's operator (default: dmd.h)
     linear_h: int = "${..h}"  # type: ignore[assignment]
     linear_warmup: float = 0.25  # fraction of the epochs over which the linearity weight ramps up from 0
     init: str = "kaiming"  # kaiming (as the authors' code) | identity (W = I + noise, b = 0)
     init_noise: float = 0.05  # std of the noise added to the identity init
+    # seed of the new layers' initialisation and batches
     seed: int = "${seed}"  # type: ignore[assignment]
 
 
@@ -64,8 +73,11 @@ class ScalingConfig:
 class GridConfig:
     """The (h, rank, span) grid written to ``dmd_grid.csv``; empty lists fall back to the main value."""
 
+    # delays to try (empty: dmd.h alone)
     h: list[int] = field(default_factory=list)
+    # SVD ranks to try (empty: dmd.rank alone)
     rank: list[int] = field(default_factory=list)
+    # replaced spans [a, b] to try (empty: dmd.span alone)
     span: list[list[int]] = field(default_factory=list)
 
 
@@ -84,13 +96,18 @@ class DMDConfig:
     # operator) | shift (exact window shift, predict the newest state) | a {_target_: ...} config
     rollout: Any = "reduced"
     n_fit: int = 5000  # training samples whose trajectories fit the DMD (random subset; 0 = all)
+    # seed of the random subset of n_fit training samples
     fit_seed: int = "${seed}"  # type: ignore[assignment]
     # pick (h, rank, span) from the grid by validation accuracy (never by test accuracy)
     select: str = "none"  # none | val
+    # the (h, rank, span) grid written to dmd_grid.csv
     grid: GridConfig = field(default_factory=GridConfig)
+    # the paper's layer scaling of a plain MLP
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     dtype: str = "float32"  # float32 | float64: dtype of the hybrid's operator in torch (fits are float64)
+    # batch size of the hybrid network's evaluation
     eval_batch_size: int = 4096
+    # write the DMD figures into the run dir (and send them to the loggers)
     figures: bool = True
     boundary_resolution: int = 200  # Yin-Yang decision-boundary grid points per axis
 

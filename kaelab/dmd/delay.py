@@ -53,7 +53,7 @@ def delay_embed(S: torch.Tensor, h: int) -> torch.Tensor:
     """Delay vectors ``[N, T + 1 - h, (h + 1) D]`` of trajectories ``S = [N, T + 1, D]``: the
     time-delay (Hankel) coordinates on which the Koopman layers paper fits its DMD (Method Summary).
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> S = torch.arange(6.0).reshape(1, 3, 2)  # one trajectory of 3 states in 2-d
         >>> kl.delay_embed(S, h=1).tolist()

@@ -44,7 +44,7 @@ class HybridNet(nn.Module):
     ``rollout`` (a built-in name, a ``_target_`` config or a built rollout: kaelab/dmd/rollout.py):
     the Koopman layers paper's hybrid network (Method Summary). ``DMDReplacement`` builds one.
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> nn = torch.nn
         >>> net = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 4), nn.Linear(4, 3))

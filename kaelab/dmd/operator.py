@@ -262,7 +262,7 @@ def fit_delay_dmd(
     ``svd_rank`` set to the resolved rank (and ``tlsq_rank: -1`` to it too); None: kaelab's
     projected DMD (``projected_dmd``, with ``tikhonov``).
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> A = torch.tensor([[0.9, -0.2], [0.2, 0.9]])
         >>> x0 = torch.randn(50, 2)

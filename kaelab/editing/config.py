@@ -49,10 +49,13 @@ class EditConfig:
     # at least spectral_ratio times their share of the retained ones' get their eigenvalue times
     # spectral_scale
     spectral_ratio: float = 2.0
+    # spectral: the factor the selected modes' eigenvalues are multiplied by (0: removed)
     spectral_scale: float = 0.0
+    # spectral: change at most this many modes, the most specific first (None: no limit)
     spectral_max_modes: Optional[int] = None
     compare_retrain: bool = False  # also train the base model without the forgotten classes (cached)
     figure: bool = True  # Figure 4: top-3 PCs of observable-space outputs before / after
+    # test samples drawn in Figure 4 (the first this many)
     figure_points: int = 10000
 
 

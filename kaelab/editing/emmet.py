@@ -93,7 +93,7 @@ def emmet(
     p x p), ``ExE`` or ``pxp``.
     (Gupta et al. 2024; the KAE paper's App. D and Algorithm 1, step 4.)
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> W = torch.eye(3, dtype=torch.float64)
         >>> k_edit, v_edit = torch.tensor([[1.0], [0.0], [0.0]]), torch.tensor([[0.0], [1.0], [0.0]])

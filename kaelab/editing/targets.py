@@ -95,7 +95,7 @@ class TargetRule(ABC):
     retained)`` -> targets [E, p]. Subclass it for a rule of your own and pass it as ``targets=``
     (or name it by ``_target_`` in ``edit.targets``).
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> class ToOrigin(kl.TargetRule):
         ...     def __call__(self, W, keys_edit, retained):
@@ -119,7 +119,7 @@ class NearestRetained(TargetRule):
     """The post-image W k' of the retained key k' nearest to each edit key (the reference's choice
     for Algorithm 1, step 3; KAE paper, App. D).
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> from kaelab.editing.targets import Retained
         >>> kept = Retained(torch.tensor([0, 1]), 2, keys=torch.tensor([[1.0, 0.0], [0.0, 1.0]]), outputs=torch.eye(2))
@@ -136,7 +136,7 @@ class NearestRetained(TargetRule):
 class ClassCentroid(TargetRule):
     """Every edit key to the output centroid of class ``redirect_to`` (KAE paper, Figure 4: 4 -> 9).
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> from kaelab.editing.targets import Retained
         >>> outs = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 5.0]])
@@ -159,7 +159,7 @@ class NearestRetainedCentroid(TargetRule):
     """Each edit key to the output centroid of the retained class nearest to its current output W k
     (a variant of Algorithm 1, step 3; KAE paper, App. D): kaelab's default.
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> from kaelab.editing.targets import Retained
         >>> outs = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 5.0]])

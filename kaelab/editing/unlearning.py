@@ -96,7 +96,7 @@ def unlearn_classes(
     not encoded, unless the rule reads every retained key (the reference's ``nearest_retained``).
     ``emmet_edit`` is the same on a fitted ``kaelab.KAE``.
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> x, y = torch.randn(90, 3), torch.arange(90) % 3
         >>> kae = kl.KAE(k=2, hidden=[8], latent_dim=4, epochs=1, batch_size=30).fit(x, x)
@@ -162,7 +162,7 @@ def emmet_edit(
     (``targets`` rule, ``redirect_to``, ``keys``, ``mu``, ``lam``, ``form``). The edit's record
     (``OperatorEdit``: K before and after, how EMMET was solved) is the new KAE's ``edit_["edit"]``.
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> x, y = torch.randn(90, 3), torch.arange(90) % 3
         >>> kae = kl.KAE(k=2, hidden=[8], latent_dim=4, epochs=1, batch_size=30).fit(x, x)

@@ -78,9 +78,13 @@ def check_kae_config(kc: Any) -> None:
 class KAELambdas:
     """Weights of the four losses (Eq. 7): recon (3), linear (4), state (5), isometry (6)."""
 
+    # weight of the reconstruction loss (Eq. 3)
     recon: float = 1.0
+    # weight of the linear-dynamics loss in observable space (Eq. 4)
     linear: float = 1.0
+    # weight of the state-prediction loss (Eq. 5)
     state: float = 1.0
+    # weight of the isometry loss (Eq. 6)
     iso: float = 1.0
 
 
@@ -98,9 +102,13 @@ class KAEPathConfig:
     same loss at one extra decoder pass in all; ``make bench``: ``kae_path/overhead_split``).
     """
 
+    # weight of the path loss added to Eq. 7 (0: off)
     lam: float = 0.0
+    # the KAE step of each intermediate block, in 1..k-1, increasing (null: evenly spaced)
     steps: Optional[list[int]] = None
+    # measure path fidelity in the KAE report
     report: bool = True
+    # batch rows each block's loss is taken on: all | split
     rows: str = "all"
 
 
@@ -111,14 +119,19 @@ class KAEConfig:
     q: Optional[int] = None  # PCA components kept in preprocessing (None: all)
     scale: float = 100.0  # Frobenius norm of the preprocessed training matrix
     hidden: list[int] = field(default_factory=lambda: [30])  # encoder hidden widths (decoder mirrors)
+    # dimension of the observable space (G and K are latent_dim x latent_dim)
     latent_dim: int = 20
     negative_slope: float = 0.01  # LeakyReLU
     k: int = 100  # steps of exp(G/k)
     g_init: str = "identity"  # identity | zeros | random | identity_random
+    # weights of the four loss terms of Eq. 7
     lambdas: KAELambdas = field(default_factory=KAELambdas)
     recon_reduction: str = "mean"  # mean (the reference: x_i and x_j averaged) | sum (lambda_recon doubled)
+    # peak learning rate of the KAE's one-cycle schedule (AdamW)
     lr: float = 0.05  # the paper: 0.1 (see conf/kae/yinyang.yaml)
+    # AdamW weight decay of the KAE
     weight_decay: float = 5e-4
+    # fraction of the KAE's steps over which the learning rate rises to lr
     warmup_frac: float = 0.2
     # max global gradient norm (torch clip_grad_norm_) for the KAE alone (trainer.gradient_clip_val
     # would also change the base model's key); None: off, as the reference
@@ -127,6 +140,9 @@ class KAEConfig:
     # (kaelab.rollback.SpikeRollback; not in the paper); None: off, as the reference
     spike_rollback: Optional[float] = None
     path: KAEPathConfig = field(default_factory=KAEPathConfig)  # intermediate blocks (not in the paper)
+    # KAE training epochs
     epochs: int = 1000
+    # KAE training batch size
     batch_size: int = 1024
+    # the KAE's seed (initialisation, batch order)
     seed: int = "${seed}"  # type: ignore[assignment]

@@ -81,7 +81,7 @@ class KAE:
     Fitted attributes: ``module_`` (the ``KoopmanAutoencoder``), ``operator_`` (K [p, p], float64;
     replaced in an edited copy), ``history_`` (per-epoch losses), ``trainer_``, ``fit_time_s_``.
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> x_i, x_j = torch.randn(256, 4), torch.randn(256, 4)
         >>> kae = kl.KAE(k=5, hidden=[8], latent_dim=6, epochs=2, batch_size=64).fit(x_i, x_j)

@@ -68,7 +68,7 @@ class KoopmanAutoencoder(L.LightningModule):
     trained on the loss of Eq. 7 (terms: Eqs. 3-6; see the module docstring). ``kaelab.KAE`` fits one
     from tensors; the ``task=kae`` stage from a config. Defaults: the Yin-Yang KAE of App. C.
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> m = kl.KoopmanAutoencoder(dim=4, hidden=[8], latent_dim=6, k=5)
         >>> terms = m.loss_terms(torch.randn(32, 4), torch.randn(32, 4))

@@ -57,7 +57,7 @@ class BlockAligner:
     """Sec. 3.3 for each intermediate block (Eqs. 8-10), then Procrustes onto the preprocessed x_j
     (Eq. 11): the space where the KAE's decoded steps live. Fit on the training split.
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> anchor = torch.randn(50, 3)
         >>> rotated = 7.0 * anchor @ torch.linalg.qr(torch.randn(3, 3))[0] + 1.0
@@ -98,7 +98,7 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     to rotation and isotropic scale: ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) (Kornblith et
     al. 2019; how a KAE step matches a block, Sec. 3.4's intermediate states).
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> x = torch.randn(100, 4)
         >>> round(kl.linear_cka(x, 3 * x @ torch.linalg.qr(torch.randn(4, 4))[0]), 6)
@@ -125,7 +125,7 @@ def path_fidelity(
     against the aligned block, and the FVU of the straight line (1 - f) x_i + f x_j at the same
     fraction f = t_l / k of the path. ``kae_path_fidelity`` computes the decoded steps for you.
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> x_i, x_j = torch.randn(64, 3), torch.randn(64, 3)
         >>> mid = 0.5 * (x_i + x_j)
@@ -149,7 +149,7 @@ def kae_path_fidelity(
     ``BlockAligner``): per block the FVU and linear CKA of its step, the straight line's FVU, and
     the steps used (evenly spaced over 1..k-1 by default, ``block_steps``).
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> x_i, x_j = torch.randn(128, 4), torch.randn(128, 4)
         >>> kae = kl.KAE(k=6, hidden=[8], latent_dim=6, epochs=1, batch_size=64).fit(x_i, x_j)

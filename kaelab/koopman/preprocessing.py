@@ -175,7 +175,7 @@ class PairPreprocessor:
     a KAE prediction back to the base model's space, where the final layer classifies it. Fit on the
     training split only; ``transform`` reuses the training statistics on any split.
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> x_i, x_j = torch.randn(100, 5), torch.randn(100, 5)
         >>> prep = kl.PairPreprocessor(scale=100.0).fit(x_i, x_j)

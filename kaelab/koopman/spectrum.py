@@ -31,7 +31,7 @@ class Spectrum:
     """Eigendecomposition of the generator G = V diag(mu) V^-1 (modes ordered by |eigenvalue of K|,
     descending): K = exp(G) = V diag(exp(mu)) V^-1 and A = exp(G/k) (Eq. 12) share the modes V.
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> spec = kl.decompose(torch.diag(torch.tensor([0.0, -1.0, -2.0])), k=10)
         >>> [round(v, 4) for v in spec.eig_K.abs().tolist()]
@@ -97,7 +97,7 @@ class Spectrum:
 def decompose(G: torch.Tensor, k: int) -> Spectrum:
     """Eigendecomposition of the generator ``G`` of K = exp(G/k)^k = exp(G) (Eq. 12), in float64.
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> spec = kl.decompose(torch.tensor([[0.0, -1.0], [1.0, 0.0]]), k=4)  # a rotation generator
         >>> spec.eig_K.abs().tolist(), [round(v, 4) for v in spec.mu.imag.tolist()]

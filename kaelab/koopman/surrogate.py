@@ -109,7 +109,7 @@ def surrogate_report(
     (Eq. 2) -> inverse preprocessing -> the rest of the network. Returns the base network's and the
     surrogate's accuracy (top-1 and per-class mean), their agreement and the state FVU of x_j.
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> net = torch.nn.Sequential(torch.nn.Linear(2, 6), torch.nn.Tanh(), torch.nn.Linear(6, 6),
         ...                           torch.nn.Tanh(), torch.nn.Linear(6, 3))

@@ -87,7 +87,7 @@ class Trajectory(nn.Module):
     ``names[t]`` names state t (the module path whose output it is), ``widths[t]`` its size,
     ``input_width`` the size of the flattened network input.
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
         >>> traj = kl.Trajectory.of(net, torch.randn(4, 2), {"stages": ["0", "1"], "head": "2"})
@@ -247,7 +247,7 @@ def trajectory(
     default to ``net.trajectory_spec()``. ``example`` is a small input batch on which the chain is
     checked to reproduce ``net(example)``. The trajectory shares ``net``'s modules (no copy).
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
         >>> traj = kl.trajectory(net, torch.randn(4, 2), stages=["0", "1"], head="2")

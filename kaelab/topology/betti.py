@@ -110,7 +110,7 @@ def betti_curves(
     the Vietoris-Rips filtration of ``x`` (KAE paper, App. A.1; Figure 2B); the backends as in
     ``persistence_diagrams`` (beta_0 alone: the backend's ``beta0``, for ``mst`` one tree).
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> two_blobs = torch.cat([torch.zeros(5, 2), torch.zeros(5, 2) + 10]) + 0.01 * torch.arange(10)[:, None]
         >>> kl.betti_curves(two_blobs, [0.0, 1.0, 20.0], maxdim=0)[0].tolist()
@@ -133,7 +133,7 @@ def betti_numbers(
     """Betti numbers ``{k: beta_k(eps)}`` for k = 0..maxdim of the Vietoris-Rips complex at ``eps``
     (KAE paper, App. A.1: beta_0 connected components, beta_1 one-dimensional holes).
 
-    Example:
+    Examples:
         >>> import math, torch, kaelab as kl
         >>> circle = torch.tensor([[math.cos(t), math.sin(t)] for t in torch.linspace(0, 6.0, 40).tolist()])
         >>> kl.betti_numbers(circle, eps=0.5, maxdim=1)
@@ -147,7 +147,7 @@ def beta0(x, eps: float, backend=DEFAULT_BACKEND) -> int:
     """beta_0 at ``eps``: the number of connected components of the eps-neighbourhood graph (birth
     <= eps < death; KAE paper, Sec. 4.2 and Figure 3), exact from one minimum spanning tree.
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> kl.beta0(torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 0.0]]), eps=1.0)
         2
@@ -160,7 +160,7 @@ def beta0_path(states, eps: float, backend=DEFAULT_BACKEND) -> np.ndarray:
     left) or the KAE's decoded steps (Figure 3, top right; a tensor [k + 1, n, d] from
     ``KAE.decoded_steps``), as an integer array with one count per state.
 
-    Example:
+    Examples:
         >>> import torch, kaelab as kl
         >>> apart = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
         >>> kl.beta0_path([apart, 0.2 * apart, 0.0 * apart], eps=0.5).tolist()
@@ -209,7 +209,7 @@ def eps_grid(start: float, stop: float, num: int) -> np.ndarray:
     """``num`` evenly spaced filtration values eps from ``start`` to ``stop`` (inclusive): the grid
     of a Betti curve (KAE paper, App. A.1, Figure 2B).
 
-    Example:
+    Examples:
         >>> import kaelab as kl
         >>> kl.eps_grid(0.0, 1.0, 5).tolist()
         [0.0, 0.25, 0.5, 0.75, 1.0]

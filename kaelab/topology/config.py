@@ -43,9 +43,11 @@ class TopologyConfig:
     maxdim: int = MAX_DIM  # highest Betti number of the curves (0 or 1)
     eps_min: float = 0.0  # Betti-curve grid: eps_num values from eps_min to eps_max
     eps_max: Optional[float] = None  # None: 1.1 x the longest MST edge of the original x_j (beta_0 reaches 1)
+    # number of filtration values on the Betti-curve grid (>= 2)
     eps_num: int = 100
     h1_backend: Any = DEFAULT_H1_BACKEND  # beta_1 of the curves: giotto (ripser) | gudhi | a _target_ config
     collapse_edges: bool = DEFAULT_COLLAPSE  # given to a backend that takes ``collapse`` and sets none
+    # write the figures (beta_0 through depth, Betti curves, PCA panels of the KAE's steps)
     figures: bool = True
     figure_points: Optional[int] = 2000  # points per PCA panel (None: the whole split)
     figure_steps: int = 6  # KAE steps shown in the PCA figure (evenly spaced, first and last included)
