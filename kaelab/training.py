@@ -145,8 +145,8 @@ def fit_progress(trainer: L.Trainer) -> tuple[int, int]:
 class FlushLogs(Callback):
     """Write the loggers' buffered rows to disk when an epoch starts, when a checkpoint is saved
     and when training is interrupted (SIGINT), so that the log on disk covers every epoch a resume
-    will not repeat. (An epoch's last rows are logged after its checkpoint: a SIGINT right after
-    the checkpoint, before the next epoch's start, had lost them.)"""
+    will not repeat. (An epoch's last rows are logged after its checkpoint: without the flush on
+    an interrupt, a SIGINT right after the checkpoint, before the next epoch's start, loses them.)"""
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         _save_loggers(trainer)

@@ -1,4 +1,4 @@
-"""A small CNN for MNIST, a network kaelab has never seen (issue 12, part 3).
+"""A small CNN for MNIST, a network kaelab has never seen.
 
 A stem convolution, three residual conv blocks at 14x14 (the trajectory's states, ``[B, C, 14, 14]``
 flattened by kaelab), global average pooling and a linear head. Its trajectory is named in the

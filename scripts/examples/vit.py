@@ -1,4 +1,4 @@
-"""A small vision transformer for MNIST, a network kaelab has never seen (issue 12, part 3).
+"""A small vision transformer for MNIST, a network kaelab has never seen.
 
 Patch embedding (7x7 patches of the 28x28 image -> 16 tokens, plus a class token and learned
 positions), a residual stream through pre-norm attention + MLP blocks, and a head reading the class
