@@ -34,6 +34,7 @@ from kaelab.metrics import write_metrics
 from kaelab.models import Classifier
 from kaelab.models.classifier import CKPT_KEY
 from kaelab.models.trajectory import Trajectory
+from kaelab.precision import resolve_precision
 from kaelab.training import (
     adopt_worker_csv,
     build_trainer,
@@ -339,7 +340,8 @@ def trainer_key_settings(cfg: DictConfig) -> list[Any]:
     """Trainer settings that change what gets trained (a fast_dev_run model must not pass for a
     real one); part of the cache key of every trained artifact."""
     tc = cfg.trainer
-    settings = [tc.precision, tc.fast_dev_run, tc.limit_train_batches, tc.gradient_clip_val]
+    precision = resolve_precision(tc.precision, str(tc.accelerator))  # what trains, not what was asked
+    settings = [precision, tc.fast_dev_run, tc.limit_train_batches, tc.gradient_clip_val]
     if "ddp" in str(tc.strategy) or tc.num_nodes != 1:  # several processes: a larger global batch
         settings.append({"strategy": tc.strategy, "devices": tc.devices, "num_nodes": tc.num_nodes})
     return settings

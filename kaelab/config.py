@@ -134,7 +134,9 @@ class TrainerConfig:
     strategy: str = "auto"
     # nodes of a multi-node run
     num_nodes: int = 1
-    # Lightning precision: 32-true | bf16-mixed | 16-mixed | ...
+    # Lightning precision: 32-true | bf16-mixed | 16-mixed | ..., or auto: bf16-mixed where the
+    # hardware multiplies bf16 natively (detected), else 32-true (kaelab/precision.py); the resolved
+    # value keys the cache
     precision: str = "32-true"
     # torch's deterministic algorithms (slower; bitwise repeatable on GPU)
     deterministic: bool = False
@@ -358,9 +360,12 @@ def check_run_values(cfg: DictConfig) -> None:
 
 
 def check_trainer_values(trainer: DictConfig) -> None:
-    """The ``trainer`` group: counts >= 1, and a GPU when one is asked for."""
+    """The ``trainer`` group: counts >= 1, a known precision, and a GPU when one is asked for."""
+    from kaelab.precision import PRECISIONS
+
     for key in ("num_threads", "check_val_every_n_epoch", "log_every_n_steps"):
         _at_least(trainer, "trainer", key, 1)
+    check_choice(str(OmegaConf.select(trainer, "precision", default="32-true")), PRECISIONS, "trainer.precision")
     accelerator = str(OmegaConf.select(trainer, "accelerator", default="cpu"))
     if accelerator in ("gpu", "cuda"):
         import torch

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kaelab.instantiate import instantiate, named_entries, unset_arguments
 from kaelab.metrics import scalars
+from kaelab.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +245,7 @@ def build_trainer(
     ``out_dir/checkpoints``; plus ``extra_callbacks`` and kaelab's always-on FitProgress."""
     tc = OmegaConf.to_container(trainer_cfg, resolve=True) if isinstance(trainer_cfg, DictConfig) else dict(trainer_cfg)
     tc = {k: v for k, v in tc.items() if v is not None and k != "num_threads"}
+    tc["precision"] = resolve_precision(tc.get("precision", "32-true"), str(tc.get("accelerator", "cpu")))
     loggers = build_loggers(logger, out_dir, run_name)
     cbs = build_callbacks(callbacks, out_dir / "checkpoints", bool(loggers)) + list(extra_callbacks) + [FitProgress()]
     return L.Trainer(

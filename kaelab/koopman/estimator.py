@@ -27,6 +27,7 @@ from kaelab.data.tensor_data import InMemoryDataModule
 from kaelab.errors import ConfigError
 from kaelab.koopman.kae import KoopmanAutoencoder
 from kaelab.koopman.path import decoded_steps
+from kaelab.precision import resolve_precision
 
 __all__ = ["KAE"]
 
@@ -75,6 +76,9 @@ class KAE:
     Args:
         epochs, batch_size: the training schedule (``kae.epochs``, ``kae.batch_size``).
         seed: seeds the weights and the batch order; the same seed gives the same weights.
+        precision: Lightning's precision of the default trainer (``auto``: ``bf16-mixed`` where the
+            CPU multiplies bf16 natively, kaelab.precision); the operator's matrix exponential and the
+            isometry loss's distances stay in fp32.
         **hyper: ``KoopmanAutoencoder`` hyper-parameters (``hidden``, ``latent_dim``, ``k``,
             ``lambdas``, ``lr``, ``weight_decay``, ``g_init``, ``path_lambda``, ...), with its defaults.
 
@@ -89,7 +93,9 @@ class KAE:
         (torch.Size([256, 4]), torch.Size([6, 6]), torch.Size([6, 3, 4]))
     """
 
-    def __init__(self, *, epochs: int = 1000, batch_size: int = 1024, seed: int = 0, **hyper: Any):
+    def __init__(
+        self, *, epochs: int = 1000, batch_size: int = 1024, seed: int = 0, precision: str = "32-true", **hyper: Any
+    ):
         for key, value in (("epochs", epochs), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"kae.{key}={value} must be an integer >= 1")
@@ -98,6 +104,7 @@ class KAE:
         if unknown:
             raise ConfigError(f"KAE got unknown hyper-parameters {sorted(unknown)} (see KoopmanAutoencoder)")
         self.epochs, self.batch_size, self.seed, self.hyper = epochs, batch_size, seed, dict(hyper)
+        self.precision = resolve_precision(precision)
         self.edited = False
 
     # ---------------------------------------------------------------------------------- fitting
@@ -139,7 +146,7 @@ class KAE:
 
     def _quiet_trainer(self, history: EpochHistory, has_val: bool) -> L.Trainer:
         return L.Trainer(
-            limit_val_batches=1.0 if has_val else 0,
+            limit_val_batches=1.0 if has_val else 0, precision=self.precision,
             max_epochs=self.epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
             enable_progress_bar=False, enable_model_summary=False, callbacks=[history], num_sanity_val_steps=0,
         )  # fmt: skip

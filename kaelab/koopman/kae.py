@@ -30,6 +30,7 @@ from kaelab.errors import ConfigError
 from kaelab.koopman.config import LOSS_TERMS, RECON_REDUCTIONS, check_kae_values
 from kaelab.koopman.operator import KoopmanOperator
 from kaelab.metrics import EpochMeans, last_train_batch
+from kaelab.precision import fp32
 from kaelab.schedules import triangular_lr
 
 __all__ = ["LOSS_TERMS", "RECON_REDUCTIONS", "KoopmanAutoencoder", "mlp", "pairwise_distance_mse"]
@@ -43,14 +44,16 @@ def pairwise_distance_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     discounted by n/(n-1)) for high-dimensional ``a``, whichever is faster on the CPU: pdist's
     backward is ~2x faster than cdist's at d=20 and ~1.5x slower at d=800.
     """
-    if a.shape[1] <= 64:
+    with fp32():  # distances in fp32 whatever the training precision (pdist has no bf16 kernel)
+        a, b = a.float(), b.float()
+        if a.shape[1] <= 64:
+            with torch.no_grad():
+                target = torch.nn.functional.pdist(b)
+            return mse_loss(torch.nn.functional.pdist(a), target)
         with torch.no_grad():
-            target = torch.nn.functional.pdist(b)
-        return mse_loss(torch.nn.functional.pdist(a), target)
-    with torch.no_grad():
-        target = torch.cdist(b, b)
-    n = len(a)
-    return mse_loss(torch.cdist(a, a), target) * (n / max(n - 1, 1))
+            target = torch.cdist(b, b)
+        n = len(a)
+        return mse_loss(torch.cdist(a, a), target) * (n / max(n - 1, 1))
 
 
 def mlp(dims: Sequence[int], negative_slope: float) -> nn.Sequential:

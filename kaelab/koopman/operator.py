@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from kaelab.koopman.config import check_kae_values
+from kaelab.precision import fp32
 
 # Degree-12 Taylor polynomial; after scaling, alpha = max(||X^4||^(1/4), ||X^5||^(1/5)) <= theta
 # bounds the truncation error by sum_{k>12} theta^k / k! (Al-Mohy & Higham 2009, Thm. 4.2 with
@@ -145,12 +146,15 @@ class KoopmanOperator(nn.Module):
         self.G = nn.Parameter(init_generator(dim, init))
 
     def matrix(self) -> torch.Tensor:
-        """The k-step operator K = exp(G/k)^k = exp(G): one matrix exponential."""
-        return expm(self.G)
+        """The k-step operator K = exp(G/k)^k = exp(G): one matrix exponential, in fp32 whatever the
+        training precision (kaelab.precision)."""
+        with fp32():
+            return expm(self.G.float())
 
     def step_matrix(self) -> torch.Tensor:
-        """The one-step operator A = exp(G/k)."""
-        return expm(self.G / self.k)
+        """The one-step operator A = exp(G/k), in fp32."""
+        with fp32():
+            return expm(self.G.float() / self.k)
 
     def forward(self, z: torch.Tensor, K: torch.Tensor | None = None) -> torch.Tensor:
         """Advance latents (rows of ``z``) by k steps: z K^T."""
@@ -171,11 +175,12 @@ class KoopmanOperator(nn.Module):
         and K cost about one ``matrix()``."""
         A = self.step_matrix()
         out, prev, P = [], 0, None
-        for t in steps:
-            D = torch.linalg.matrix_power(A, t - prev)
-            P = D if P is None else D @ P
-            out.append(P)
-            prev = t
+        with fp32():
+            for t in steps:
+                D = torch.linalg.matrix_power(A, t - prev)
+                P = D if P is None else D @ P
+                out.append(P)
+                prev = t
         return out
 
     def advance(self, z: torch.Tensor, steps, route: str | None = None) -> list[torch.Tensor]:
@@ -202,8 +207,9 @@ class KoopmanOperator(nn.Module):
         if route == "steps":
             plan, gaps = [], [1] * steps[-1]
         power = {1: self.step_matrix()}
-        for d, e, f in plan:
-            power[d] = power[e] @ power[f]
+        with fp32():  # the powers of A in fp32; applying them to z follows the training precision
+            for d, e, f in plan:
+                power[d] = power[e] @ power[f]
         out, t = [], 0
         for d in gaps:
             z = z @ power[d].T
@@ -214,4 +220,5 @@ class KoopmanOperator(nn.Module):
 
     def inverse_matrix(self) -> torch.Tensor:
         """K^-1 = exp(-G): always exists (used to find inputs of given outputs when editing)."""
-        return expm(-self.G)
+        with fp32():
+            return expm(-self.G.float())
