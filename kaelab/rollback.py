@@ -80,6 +80,8 @@ class SpikeRollback(Callback):
             )
             return
         weights, opt_states = self._snapshot
+        # the learning rates in use: restoring the optimiser state would reset them to the snapshot's
+        lrs = [[group["lr"] for group in opt.param_groups] for opt in trainer.optimizers]
         module.load_state_dict(weights)
         for opt, state in zip(trainer.optimizers, opt_states, strict=True):
             opt.load_state_dict(state)
@@ -87,9 +89,9 @@ class SpikeRollback(Callback):
         for cfg in trainer.lr_scheduler_configs:
             cfg.scheduler.base_lrs = [lr * self.lr_scale for lr in cfg.scheduler.base_lrs]
         if not trainer.lr_scheduler_configs:
-            for opt in trainer.optimizers:
-                for group in opt.param_groups:
-                    group["lr"] *= self.lr_scale
+            for opt, opt_lrs in zip(trainer.optimizers, lrs, strict=True):
+                for group, lr in zip(opt.param_groups, opt_lrs, strict=True):
+                    group["lr"] = lr * self.lr_scale
         self.rollbacks.append({"epoch": trainer.current_epoch, "value": value, "best": self.best, "lr_scale": scale})
         # also where a DDP-spawn worker's results reach the launching process (kaelab.training.FitProgress)
         trainer.callback_metrics["kaelab/rollbacks"] = torch.tensor(len(self.rollbacks))
