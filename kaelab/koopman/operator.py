@@ -145,16 +145,21 @@ class KoopmanOperator(nn.Module):
         self.k = k
         self.G = nn.Parameter(init_generator(dim, init))
 
+    def _generator(self) -> torch.Tensor:
+        """G in fp32 at least: a bf16 / fp16 G is raised to fp32, a float64 one (an operator in
+        double precision) is kept."""
+        return self.G if self.G.dtype == torch.float64 else self.G.float()
+
     def matrix(self) -> torch.Tensor:
         """The k-step operator K = exp(G/k)^k = exp(G): one matrix exponential, in fp32 whatever the
         training precision (kaelab.precision)."""
         with fp32():
-            return expm(self.G.float())
+            return expm(self._generator())
 
     def step_matrix(self) -> torch.Tensor:
         """The one-step operator A = exp(G/k), in fp32."""
         with fp32():
-            return expm(self.G.float() / self.k)
+            return expm(self._generator() / self.k)
 
     def forward(self, z: torch.Tensor, K: torch.Tensor | None = None) -> torch.Tensor:
         """Advance latents (rows of ``z``) by k steps: z K^T."""
@@ -221,4 +226,4 @@ class KoopmanOperator(nn.Module):
     def inverse_matrix(self) -> torch.Tensor:
         """K^-1 = exp(-G): always exists (used to find inputs of given outputs when editing)."""
         with fp32():
-            return expm(-self.G.float())
+            return expm(-self._generator())
