@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # make test runs the suite in this many processes (pytest-xdist; every test has its own tmp dirs)
 TEST_WORKERS ?= 2
 
-.PHONY: help setup run test test-slow lint bench docs clean distclean
+.PHONY: help setup run test test-slow lint bench mutate docs clean distclean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ lint: setup  ## ruff lint + format check
 
 bench: setup  ## benchmarks -> outputs/bench/*.json
 	$(PY) scripts/bench.py $(ARGS)
+
+mutate: setup  ## mutation testing: every wrong implementation in tests/mutations/ must fail its tests (~40 min; not in make test; ARGS="--stage edit")
+	$(PY) scripts/mutate.py $(ARGS)
 
 docs: setup  ## the documentation site -> site/ (mkdocs build --strict: a broken link or reference fails)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site/

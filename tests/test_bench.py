@@ -29,7 +29,10 @@ def test_bench_quick_writes_all_sections(tmp_path, monkeypatch):
         "spectrum_mnist/decompose_s",
         "spectrum_mnist/table_s",
     ):
-        assert result[key] > 0 or key.endswith("overhead"), key
+        if key.endswith("overhead"):  # a share of a step, clamped at 0: 0 when the framework costs nothing
+            assert 0 <= result[key] < 1, key
+        else:
+            assert result[key] > 0, key
     assert any(k.startswith("dmd/") for k in result)
 
 

@@ -133,7 +133,9 @@ def test_missing_mnist_offline_is_one_line_error(tmp_path):
 
 # ------------------------------------------------------------------ non-finite numbers, anywhere
 def _float_keys(node, where=""):
-    """Every float leaf of a composed config, as ``a.b.c`` / ``a.b[2]`` keys (hydra left out)."""
+    """Every float leaf of a composed config, as ``a.b.c`` / ``a.b[2]`` keys (hydra left out).
+    Walked here on its own, not with kaelab.config's walk: a walk that skips a kind of node must not
+    also hide the keys it skips from this battery."""
     if isinstance(node, DictConfig):
         children = [(f"{where}.{k}" if where else str(k), k) for k in node.keys() if where or k != "hydra"]
     elif isinstance(node, ListConfig):

@@ -178,11 +178,18 @@ def test_damaged_entry_is_rebuilt_with_one_warning(tmp_path, caplog, damage, rea
     assert cache.verify("stage", "k") is None and (path / "data.bin").read_bytes() == b"0123456789" * 1000
 
 
-def test_damage_right_after_the_build_is_caught(tmp_path):
+def test_damage_right_after_the_build_is_caught(tmp_path, monkeypatch):
     """A write within the file system's timestamp granularity of the build leaves mtime and ctime
-    unchanged: the stamp does not vouch for files that recent, so they are hashed."""
+    unchanged: the stamp does not vouch for files that recent, so they are hashed. The racy case is
+    forced: the file system's clock is frozen (mtime and ctime read the same before and after the
+    write, as on a file system with coarse timestamps), so the stamp written at the build matches
+    the damaged file's size, inode, mtime and ctime; only the racy window makes the hit hash it.
+    Fails when the racy check is removed (or ``RACY_NS`` is 0)."""
+    frozen, real = time.time_ns(), cache_mod._stat_sig
+    monkeypatch.setattr(cache_mod, "_stat_sig", lambda p: [*real(p)[:2], frozen, frozen])
     cache, calls = ArtifactCache(tmp_path), []
     path = cache.get_or_build("stage", "k", _counting_build(calls))
+    assert cache._stamp_path("stage", "k").is_file()  # the stamp that would vouch for the files
     _flip(path / "data.bin")
     cache.get_or_build("stage", "k", _counting_build(calls))
     assert len(calls) == 2
