@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -124,6 +125,7 @@ def run_record(rid: str) -> None:
     metrics: dict[str, list] = {k: [] for k in rec["metrics"]}
     for seed in rec["seeds"]:
         run_dir = REPO / "outputs" / "records" / rid / f"seed{seed}"
+        shutil.rmtree(run_dir, ignore_errors=True)  # the record's own run dir: a fresh run each time
         cmd = rec["command"].format(seed=seed, run_dir=run_dir)
         print(f"[{rid}] {cmd}", flush=True)
         argv = shlex.split(cmd)
