@@ -19,20 +19,9 @@ from conftest import compose_cfg, run_cfg
 from kaelab.cache import ArtifactCache
 from kaelab.metrics import accuracy_report
 from kaelab.models import Classifier, Trajectory, build_net
+from science_world import KAE as SCIENCE_KAE
 
-SHORT_KAE = [
-    "+experiment=yinyang_kae",
-    "data.n_train=600",
-    "data.n_val=100",
-    "data.n_test=300",
-    "data.batch_size=100",
-    "model.epochs=15",
-    "kae.epochs=5",
-    "kae.batch_size=200",
-    "callbacks=minimal",
-    "~logger.csv",
-    "trainer.num_threads=1",
-]
+SHORT_KAE = SCIENCE_KAE  # the short Yin-Yang base model + KAE of tests/science_world.py
 
 
 @pytest.fixture(scope="module")

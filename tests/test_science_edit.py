@@ -18,17 +18,17 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
+
+from kaelab.data import build_datamodule
+from kaelab.editing.statistics import KeyStatistics, key_statistics
+from kaelab.koopman.kae import KoopmanAutoencoder
+from kaelab.koopman.surrogate import predict_target
 from science_world import (
     EDIT,
     in_world,
     world_artifacts,
     world_cache_fixture,  # noqa: F401 (registers the fixture world_cache)
 )
-
-from kaelab.data import build_datamodule
-from kaelab.editing.statistics import KeyStatistics, key_statistics
-from kaelab.koopman.kae import KoopmanAutoencoder
-from kaelab.koopman.surrogate import predict_target
 
 
 def surrogate_accuracies(base, art, x_i, labels, K, forget):

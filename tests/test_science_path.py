@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from kaelab.koopman.path import BlockAligner, decoded_steps, linear_cka
+from kaelab.koopman.surrogate import state_fvu
 from science_world import (
     KAE,
     in_world,
     world_artifacts,
     world_cache_fixture,  # noqa: F401 (registers the fixture world_cache)
 )
-
-from kaelab.koopman.path import BlockAligner, decoded_steps, linear_cka
-from kaelab.koopman.surrogate import state_fvu
 
 BLOCKS = ["blocks.0", "blocks.1", "blocks.2", "blocks.3"]  # between input_layer (x_i) and blocks.4 (x_j)
 

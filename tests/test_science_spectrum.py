@@ -19,13 +19,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
-from science_world import (
-    EDIT,
-    SPECTRUM,
-    in_world,
-    world_artifacts,
-    world_cache_fixture,  # noqa: F401 (registers the fixture world_cache)
-)
 
 from kaelab.editing.spectral import spectral_unlearn
 from kaelab.koopman.kae import KoopmanAutoencoder
@@ -37,6 +30,13 @@ from kaelab.koopman.spectrum import (
     effective_rank,
     modal_stats,
     mode_separation,
+)
+from science_world import (
+    EDIT,
+    SPECTRUM,
+    in_world,
+    world_artifacts,
+    world_cache_fixture,  # noqa: F401 (registers the fixture world_cache)
 )
 
 

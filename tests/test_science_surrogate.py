@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+import kaelab as kl
+from kaelab.koopman.kae import KoopmanAutoencoder
+from kaelab.koopman.surrogate import evaluate_surrogate, mean_loss_terms, predict_target, state_fvu
 from science_world import (
     KAE,
     in_world,
     world_artifacts,
     world_cache_fixture,  # noqa: F401 (registers the fixture world_cache)
 )
-
-import kaelab as kl
-from kaelab.koopman.kae import KoopmanAutoencoder
-from kaelab.koopman.surrogate import evaluate_surrogate, mean_loss_terms, predict_target, state_fvu
 
 
 def setup(seed: int = 0):

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from kaelab.topology import betti as B
+from kaelab.topology.pipeline import eps_for_beta0
 from science_world import (
     WORLD,
     in_world,
     world_artifacts,
     world_cache_fixture,  # noqa: F401 (registers the fixture world_cache)
 )
-
-from kaelab.topology import betti as B
-from kaelab.topology.pipeline import eps_for_beta0
 
 TOPOLOGY = [
     "+experiment=yinyang_topology",
