@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 import kaelab as kl
@@ -110,7 +111,8 @@ def fig_kae(kae, out: Path) -> None:
     axes[1].plot(np.cos(t), np.sin(t), color="grey", lw=0.8, label="unit circle")
     eig = spec.eig_K.numpy()
     axes[1].scatter(eig.real, eig.imag, s=14, color="tab:purple", label="eigenvalues of K = exp(G)")
-    axes[1].set(title="Spectrum of the trained operator K", xlabel="Re", ylabel="Im", aspect="equal")
+    axes[1].set(title="Spectrum of the trained operator K", xlabel="Re", ylabel="Im")
+    axes[1].set_aspect("equal", adjustable="datalim")  # a circle stays round, the panel keeps its size
     axes[1].legend(fontsize=8, loc="lower left")
     save(fig, out, "kae_training.png")
 
@@ -187,6 +189,7 @@ def fig_dmd(traj, x, y, x_test, y_test, out: Path) -> None:
         ax.plot([b - h for b in spans], accs, "o-", label=f"h = {h} delays")
     ax.axhline(base, color="grey", ls=":", label="the network")
     ax.set(title="DMD replacing the ResMLP's blocks", xlabel="layers replaced", ylabel="test accuracy")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # a count of layers
     ax.legend(fontsize=8)
     save(fig, out, "dmd.png")
 
