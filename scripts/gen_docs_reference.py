@@ -230,6 +230,16 @@ def make_markdown() -> str:
 GENERATORS = {"config": config_markdown, "api": api_markdown, "make": make_markdown}
 
 
+def on_pre_build(config: Any, **_: Any) -> None:
+    """MkDocs hook: generate the site's figures (scripts/docs_figures.py) when one is missing."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import docs_figures
+
+    img = Path(config["docs_dir"]) / "img"
+    if not all((img / name).is_file() for name in docs_figures.FIGURES):
+        docs_figures.make_figures(img)
+
+
 def on_page_markdown(markdown: str, **_: Any) -> str:
     """MkDocs hook: replace each marker on a page by its generated markdown."""
     for marker, what in MARKERS.items():
