@@ -49,7 +49,7 @@ docs: setup  ## the documentation site -> site/ (mkdocs build --strict: a broken
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site/
 
 clean:  ## remove run outputs and caches (keeps .venv)
-	rm -rf outputs/runs outputs/multirun outputs/cache outputs/bench site .pytest_cache .ruff_cache
+	rm -rf outputs/runs outputs/multirun outputs/cache outputs/bench site docs/img .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean  ## also remove the virtual environment
