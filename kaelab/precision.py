@@ -53,12 +53,34 @@ def resolve_precision(precision: str, accelerator: str = "cpu") -> str:
 
 @contextlib.contextmanager
 def fp32():
-    """No autocast inside (CPU and CUDA): what is computed here runs in the dtype of its inputs,
-    which the callers make float32 (or float64)."""
+    """No autocast inside (CPU and CUDA), and full-precision float32 products (TF32 off while
+    inside): what is computed here runs in the dtype of its inputs, which the callers make float32
+    (or float64)."""
     import torch
 
+    matmul = torch.get_float32_matmul_precision()
     with contextlib.ExitStack() as stack:
         for device in ("cpu", "cuda"):
             if torch.is_autocast_enabled(device):
                 stack.enter_context(torch.autocast(device, enabled=False))
+        if matmul != "highest":
+            torch.set_float32_matmul_precision("highest")
+            stack.callback(torch.set_float32_matmul_precision, matmul)
         yield
+
+
+TF32_ENV = "KAELAB_TF32"  # "1": float32 products in TF32 on a CUDA card that has it (scripts/gpu_mnist_kae.py)
+
+
+def configure_matmul(environ: dict[str, str] | None = None) -> str:
+    """Float32 matrix products at ``high`` precision (TF32 on CUDA cards that have it) when
+    ``$KAELAB_TF32`` is ``1``, else torch's default; returns the precision set. The fp32 islands
+    (``fp32()``) stay at full precision either way."""
+    import os
+
+    import torch
+
+    env = os.environ if environ is None else environ
+    precision = "high" if env.get(TF32_ENV) == "1" else "highest"
+    torch.set_float32_matmul_precision(precision)
+    return precision

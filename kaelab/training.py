@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kaelab.instantiate import instantiate, named_entries, unset_arguments
 from kaelab.metrics import scalars
-from kaelab.precision import resolve_precision
+from kaelab.precision import configure_matmul, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +205,13 @@ def adopt_worker_csv(trainer: L.Trainer) -> None:
 
 
 def configure_runtime(trainer_cfg: Any) -> None:
-    """Thread count (``trainer.num_threads``), and one copy of Lightning's log lines (Hydra's root
+    """Thread count (``trainer.num_threads``), float32 products (TF32 with ``$KAELAB_TF32=1``:
+    ``kaelab.precision.configure_matmul``), and one copy of Lightning's log lines (Hydra's root
     handler prints them)."""
     threads = trainer_cfg.get("num_threads") if trainer_cfg is not None else None
     if threads:
         torch.set_num_threads(int(threads))
+    configure_matmul()
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True

@@ -2,7 +2,11 @@
 """kaelab benchmarks -> outputs/bench/bench.json (one JSON object; ``make bench``).
 
 Everything is compared against limits measured in the same run:
-* ``probe``: the machine's fp32 matmul FLOP/s (torch.mm on square matrices, the best of a few sizes).
+* ``probe``: the machine's matmul FLOP/s (torch.mm on square matrices, the best of a few sizes), in
+  fp32 (``matmul_flops``) and in bf16 (``matmul_flops_bf16``; ``probe_bf16_over_fp32``: what a CPU
+  with native bf16 gains). Each training workload is measured at each precision against the probe
+  of its own precision (``resmlp_mnist/`` and ``kae_mnist/`` fp32, ``resmlp_mnist_bf16/`` and
+  ``kae_mnist_bf16/`` bf16-mixed: their ``fraction_of_probe`` is the fraction of the real limit).
   A workload's ``fraction_of_probe`` is never measured against one probe taken at another moment
   (a busy moment makes the workload look faster than the machine): the probe (A) and the workload
   (B) are timed in alternation, A B A B ..., and the result is the median of the per-pair ratios,
@@ -49,6 +53,7 @@ from kaelab.koopman.kae import KoopmanAutoencoder  # noqa: E402
 from kaelab.koopman.operator import expm, expm_squarings  # noqa: E402
 from kaelab.models import Classifier  # noqa: E402
 from kaelab.models.classifier import decay_param_groups  # noqa: E402
+from kaelab.precision import cpu_has_bf16  # noqa: E402
 from kaelab.schedules import triangular_lr  # noqa: E402
 
 
@@ -64,29 +69,41 @@ def timed(fn, repeat: int, warmup: int = 2) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def matmul_probe(sizes=(512, 1024, 2048)) -> dict:
+def matmul_probe(sizes=(512, 1024, 2048), dtype: torch.dtype = torch.float32) -> dict:
+    """The machine's matmul FLOP/s in ``dtype`` (keys ``matmul_flops`` for fp32, ``matmul_flops_bf16``...)."""
     best = {}
     for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         dt = timed(lambda a=a, b=b: a @ b, repeat=10)
         best[str(n)] = 2 * n**3 / dt
-    return {"matmul_flops": max(best.values()), "matmul_flops_by_size": best}
+    key = "matmul_flops" + DTYPE_SUFFIX[dtype]
+    return {key: max(best.values()), f"{key}_by_size": best}
+
+
+# the probe and the workloads of each precision: bf16 keys carry a suffix, fp32 ones none
+DTYPE_SUFFIX = {torch.float32: "", torch.bfloat16: "_bf16"}
+AUTOCAST = {"32-true": torch.float32, "bf16-mixed": torch.bfloat16}
+
+
+def autocast(precision: str):
+    """The region a hand-written loop runs its forward in, as Lightning's ``precision`` does."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
 
 
 class Probe:
     """The matmul probe at one size, to be timed again next to each workload timing."""
 
-    def __init__(self, n: int, repeat: int = 3):
-        self.n, self.repeat = n, repeat
-        self.a, self.b = torch.randn(n, n), torch.randn(n, n)
+    def __init__(self, n: int, repeat: int = 3, dtype: torch.dtype = torch.float32):
+        self.n, self.repeat, self.dtype = n, repeat, dtype
+        self.a, self.b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
 
     @classmethod
-    def at(cls, by_size: dict[str, float], n: int = 1024) -> Probe:
+    def at(cls, by_size: dict[str, float], n: int = 1024, dtype: torch.dtype = torch.float32) -> Probe:
         """The probe at size ``n`` (the largest measured size below it in a quick run). One fixed
         size, not the fastest one: at 1 thread 512 and 1024 run within a few percent of each other
         and the fastest flipped between runs, moving every fraction_of_probe with it."""
         sizes = sorted(int(k) for k in by_size)
-        return cls(n if n in sizes else max([s for s in sizes if s <= n] or sizes[:1]))
+        return cls(n if n in sizes else max([s for s in sizes if s <= n] or sizes[:1]), dtype=dtype)
 
     def flops(self) -> float:
         """The probe's FLOP/s now (median of a few products, after one warm-up)."""
@@ -150,9 +167,18 @@ def linear_train_flops(net: nn.Module, batch: int) -> float:
 
 
 def bench_classifier(
-    name: str, net_cfg: dict, in_dim: int, classes: int, batch: int, steps: int, probe: Probe, fits: int = 5
+    name: str,
+    net_cfg: dict,
+    in_dim: int,
+    classes: int,
+    batch: int,
+    steps: int,
+    probe: Probe,
+    fits: int = 5,
+    precision: str = "32-true",
 ) -> dict:
-    """Real Lightning training steps vs. the same steps in a bare PyTorch loop, ``fits`` times."""
+    """Real Lightning training steps vs. the same steps in a bare PyTorch loop, ``fits`` times, at
+    ``precision`` (Lightning's name; the hand-written loops run their forward under the same autocast)."""
     n = batch * steps
     x, y = torch.randn(n, in_dim), torch.randint(0, classes, (n,))
     optim = dict(lr=0.05, momentum=0.9, weight_decay=5e-4, warmup_frac=0.2)
@@ -163,7 +189,9 @@ def bench_classifier(
 
     def bare_step():
         opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(bare(xb), yb).backward()
+        with autocast(precision):
+            loss = nn.functional.cross_entropy(bare(xb), yb)
+        loss.backward()
         opt.step()
 
     recipe = Classifier(net_cfg, optim, classes).net
@@ -179,8 +207,10 @@ def bench_classifier(
         idx = order[i * batch : (i + 1) * batch]
         xr, yr = x[idx], y[idx]
         opt_r.zero_grad(set_to_none=True)
-        logits = recipe(xr)
-        nn.functional.cross_entropy(logits, yr).backward()
+        with autocast(precision):
+            logits = recipe(xr)
+            loss = nn.functional.cross_entropy(logits, yr)
+        loss.backward()
         opt_r.step()
         sched_r.step()
         acc_r.update(logits.detach(), yr)
@@ -237,6 +267,7 @@ def bench_classifier(
             enable_model_summary=False,
             callbacks=[timer],
             limit_val_batches=0,
+            precision=precision,
         )
         trainer.fit(Classifier(net_cfg, optim, classes), datamodule=dm)
         probe_flops = timer.probe or [probe.flops()]  # a very short fit (--quick) may hold no probe
@@ -285,8 +316,13 @@ def bench_classifier(
     return out
 
 
-def bench_kae(batch: int, steps: int, probe: Probe, dim=784, hidden=1000, latent=800, k=10) -> dict:
-    """One MNIST-KAE optimisation step, split into matrix exponential and network."""
+def bench_kae(
+    batch: int, steps: int, probe: Probe, dim=784, hidden=1000, latent=800, k=10, precision: str = "32-true"
+) -> dict:
+    """One MNIST-KAE optimisation step, split into matrix exponential and network, at ``precision``
+    (under bf16-mixed the network's products run in bf16, the operator's expm in fp32: kaelab.precision).
+    Keys ``kae_mnist/`` (fp32) or ``kae_mnist_bf16/``."""
+    name = "kae_mnist" + DTYPE_SUFFIX[AUTOCAST[precision]]
     torch.manual_seed(0)
     kae = KoopmanAutoencoder(dim, [hidden], latent, k, dict(recon=1, linear=1, state=1, iso=1e-3))
     with torch.no_grad():  # a trained-looking G (||G||_1 ~ 8) rather than the identity init
@@ -296,7 +332,9 @@ def bench_kae(batch: int, steps: int, probe: Probe, dim=784, hidden=1000, latent
 
     def step():
         opt.zero_grad(set_to_none=True)
-        kae.total_loss(kae.loss_terms(xi, xj)).backward()
+        with autocast(precision):
+            loss = kae.total_loss(kae.loss_terms(xi, xj))
+        loss.backward()
         opt.step()
 
     step_s = timed(step, repeat=steps)
@@ -329,21 +367,21 @@ def bench_kae(batch: int, steps: int, probe: Probe, dim=784, hidden=1000, latent
     # backward: 2 matmuls per forward product that carries a gradient
     expm_flops = (1 + 3 * (5 + squarings)) * 2 * latent**3
     total = net_flops + dist_flops + expm_flops
-    pairs = interleaved_fraction("kae_mnist/", probe, _timed_runs(step, total, max(5, steps), repeat=1))
+    pairs = interleaved_fraction(f"{name}/", probe, _timed_runs(step, total, max(5, steps), repeat=1))
     return {
         **pairs,
-        "kae_mnist/batch": batch,
-        "kae_mnist/step_s": step_s,
-        "kae_mnist/samples_per_s": batch / step_s,
-        "kae_mnist/flops": total / step_s,
-        "kae_mnist/expm_fwd_bwd_s": expm_s,
-        "kae_mnist/expm_squarings": squarings,
-        "kae_mnist/network_s": step_s - expm_s,
-        "kae_mnist/expm_share_of_step": expm_s / step_s,
-        "kae_mnist/torch_matrix_exp_fwd_bwd_s": torch_expm_s,
-        "kae_mnist/expm_speedup_vs_torch": statistics.median(speedups),
-        "kae_mnist/expm_speedup_vs_torch_spread": [min(speedups), max(speedups)],
-        "kae_mnist/epoch_s_estimate_55k": 55000 / batch * step_s,
+        f"{name}/batch": batch,
+        f"{name}/step_s": step_s,
+        f"{name}/samples_per_s": batch / step_s,
+        f"{name}/flops": total / step_s,
+        f"{name}/expm_fwd_bwd_s": expm_s,
+        f"{name}/expm_squarings": squarings,
+        f"{name}/network_s": step_s - expm_s,
+        f"{name}/expm_share_of_step": expm_s / step_s,
+        f"{name}/torch_matrix_exp_fwd_bwd_s": torch_expm_s,
+        f"{name}/expm_speedup_vs_torch": statistics.median(speedups),
+        f"{name}/expm_speedup_vs_torch_spread": [min(speedups), max(speedups)],
+        f"{name}/epoch_s_estimate_55k": 55000 / batch * step_s,
     }
 
 
@@ -361,8 +399,14 @@ def main(argv=None) -> dict:
         "cores": os.cpu_count(),
         "quick": args.quick,
     }
-    out.update(matmul_probe((256,) if args.quick else (512, 1024, 2048)))
+    sizes = (256,) if args.quick else (512, 1024, 2048)
+    out.update(matmul_probe(sizes))
+    # the bf16 probe: the machine's real limit where the CPU multiplies bf16 natively (kaelab.precision)
+    out.update(matmul_probe(sizes, torch.bfloat16))
+    out["bf16_native"] = cpu_has_bf16() or (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    out["probe_bf16_over_fp32"] = out["matmul_flops_bf16"] / out["matmul_flops"]
     probe = Probe.at(out["matmul_flops_by_size"])
+    probe_bf16 = Probe.at(out["matmul_flops_bf16_by_size"], dtype=torch.bfloat16)
     if "base" not in args.skip:
         out.update(
             bench_classifier(
@@ -375,6 +419,19 @@ def main(argv=None) -> dict:
                 probe=probe,
             )
         )
+        # the same model at bf16-mixed, against the bf16 probe (its own precision's limit)
+        out.update(
+            bench_classifier(
+                "resmlp_mnist_bf16",
+                dict(_target_="kaelab.models.ResMLP", in_dim=784, width=784, n_blocks=4, out_dim=10),
+                784,
+                10,
+                batch=128,
+                steps=steps + 6,
+                probe=probe_bf16,
+                precision="bf16-mixed",
+            )
+        )
         yinyang = dict(_target_="kaelab.models.ResMLP", in_dim=2, width=10, n_blocks=5, out_dim=3)
         out.update(bench_classifier("resmlp_yinyang", yinyang, 2, 3, batch=512, steps=steps * 5 + 6, probe=probe))
         # as a job of a sweep on CPU slots runs it (hydra/launcher=slots: cores // jobs threads each)
@@ -384,14 +441,16 @@ def main(argv=None) -> dict:
                 bench_classifier("resmlp_yinyang_1thread", yinyang, 2, 3, batch=512, steps=steps * 5 + 6, probe=probe_1)
             )
     if "kae" not in args.skip:
-        out.update(
-            bench_kae(
-                batch=64 if args.quick else 512,
-                steps=3 if args.quick else 8,
-                probe=probe,
-                **(dict(dim=64, hidden=80, latent=64) if args.quick else {}),
+        for precision, p in (("32-true", probe), ("bf16-mixed", probe_bf16)):
+            out.update(
+                bench_kae(
+                    batch=64 if args.quick else 512,
+                    steps=3 if args.quick else 8,
+                    probe=p,
+                    precision=precision,
+                    **(dict(dim=64, hidden=80, latent=64) if args.quick else {}),
+                )
             )
-        )
     if "dmd" not in args.skip:
         from bench_dmd import bench_dmd
 
