@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import FAST, REPO
-from kaelab.data.tensor_data import InMemoryDataModule, TensorBatches, ShuffledBatches, gather, wants_pinned_memory
+from kaelab.data.tensor_data import InMemoryDataModule, ShuffledBatches, TensorBatches, gather, wants_pinned_memory
 from kaelab.koopman.operator import KoopmanOperator
 from kaelab.precision import configure_matmul, fp32
 
