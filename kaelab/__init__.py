@@ -30,6 +30,10 @@ _EXPORTS = {
     "Trajectory": "kaelab.models.trajectory",
     "trajectory": "kaelab.models.trajectory",
     "extract": "kaelab.koopman.representations",
+    # a sequence model read at token positions: positions as samples, the head per position
+    "draw_positions": "kaelab.models.positions",
+    "extract_positions": "kaelab.koopman.representations",
+    "PositionView": "kaelab.models.positions",
     # preprocessing (Sec. 3.3, Eqs. 8-11)
     "PairPreprocessor": "kaelab.koopman.preprocessing",
     # the Koopman autoencoder (Sec. 3.1-3.4, Eqs. 2-7, 12) and its scoring as a surrogate (Sec. 4)

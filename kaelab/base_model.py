@@ -33,6 +33,7 @@ from kaelab.fileio import optional_output
 from kaelab.metrics import write_metrics
 from kaelab.models import Classifier
 from kaelab.models.classifier import CKPT_KEY
+from kaelab.models.positions import PositionView, positions_spec
 from kaelab.models.trajectory import Trajectory
 from kaelab.precision import resolve_precision
 from kaelab.training import (
@@ -75,9 +76,10 @@ def build_classifier(cfg: DictConfig, dm: TensorDataModule) -> Classifier:
 
 @torch.no_grad()
 def check_fits_data(net: torch.nn.Module, dm: TensorDataModule) -> None:
-    """Any network: it must take the data's inputs and give one logit per class (checked on two
-    training samples, in eval mode, before training)."""
-    x = dm.tensors("train")[0][:2]
+    """Any network: it must take the data's inputs and give one logit per class for each label
+    (``[B, C]`` for labels ``[B]``; ``[B, T, C]`` for a sequence's targets ``[B, T]``), checked on
+    two training samples, in eval mode, before training."""
+    x, y = (t[:2] for t in dm.tensors("train")[:2])
     was_training = net.training
     net.eval()
     try:
@@ -89,9 +91,10 @@ def check_fits_data(net: torch.nn.Module, dm: TensorDataModule) -> None:
         ) from None
     finally:
         net.train(was_training)
-    if out.dim() != 2 or out.shape[1] != dm.num_classes:
+    if out.shape != (*y.shape, dm.num_classes):
+        per = "per sample" if y.dim() == 1 else f"per sample of targets {tuple(y.shape[1:])}"
         raise ConfigError(
-            f"model.net ({type(net).__name__}) outputs shape {tuple(out.shape[1:])} per sample, but the data has "
+            f"model.net ({type(net).__name__}) outputs shape {tuple(out.shape[1:])} {per}, but the data has "
             f"{dm.num_classes} classes (one logit per class expected)"
         )
 
@@ -297,10 +300,20 @@ class BaseModel:
     metrics: dict[str, Any]
     cache_hit: bool = True  # False when this call trained it
     trajectory_spec: dict[str, Any] | None = None  # model.trajectory (None: the net's own spec)
+    positions: dict[str, int] | None = None  # model.positions (None: one sample per input)
 
     @property
     def net(self) -> torch.nn.Module:
         return self.module.net
+
+    @functools.cached_property
+    def readout(self) -> torch.nn.Module:
+        """How stages read the network at their samples: the trajectory (logits per input, the
+        rest of the network from any state), or with ``positions`` its ``PositionView`` (logits per
+        token position, the position-wise head from the last state)."""
+        if self.positions is None:
+            return self.trajectory
+        return PositionView.of(self.trajectory, self.datamodule.tensors("train")[0][:2])
 
     @functools.cached_property
     def trajectory(self) -> Trajectory:
@@ -327,6 +340,7 @@ def base_model_key(cfg: DictConfig) -> str:
         data.pop(k, None)
     model.pop("checkpoint", None)
     model.pop("trajectory", None)  # how the trained net is read, not what is trained
+    model.pop("positions", None)
     return config_key("base_model", data, model, trainer_key_settings(cfg))
 
 
@@ -376,6 +390,7 @@ def base_model(cfg: DictConfig, work_dir: Path) -> BaseModel:
         metrics=metrics,
         cache_hit=cache_hit,
         trajectory_spec=trajectory_spec(cfg),
+        positions=positions_spec(OmegaConf.select(cfg, "model.positions", default=None)),
     )
 
 

@@ -90,6 +90,17 @@ class OptimConfig:
 
 
 @dataclass
+class PositionsConfig:
+    """Token positions as samples of a sequence model (kaelab/models/positions.py): every stage
+    reads the states ``[B, tokens, dim]`` one position at a time, labelled by that position's target."""
+
+    # positions drawn per window of every split, uniformly among those with a target (!= -100)
+    per_window: int = 8
+    # seed of the draw (one torch.Generator per split): the same seed gives the same positions in every stage
+    seed: int = 0
+
+
+@dataclass
 class ModelConfig:
     # the network: a ``_target_`` config, built by hydra.utils.instantiate (kaelab/models/factory.py);
     # its arguments are checked against the target's signature before any work starts
@@ -100,6 +111,10 @@ class ModelConfig:
     # trajectory_spec() (kaelab's ResMLP and MLP have one). Untyped so that a command-line
     # `model.trajectory={stages: [...], head: ...}` can set it; checked in check_values.
     trajectory: Any = None
+    # token positions as samples (a sequence model, states [B, tokens, dim]): {per_window, seed};
+    # null: one sample per input. How the trained net is read, not what is trained (not in the
+    # base model's cache key; in the representations')
+    positions: Optional[PositionsConfig] = None
     # a ``_partial_: true`` optimizer config (e.g. torch.optim.AdamW) called on the parameter groups
     # (weight decay on Linear weights only); its lr is the one-cycle schedule's peak. null: SGD from
     # ``optim`` (the papers' recipe)
@@ -424,6 +439,7 @@ def check_model_values(model: DictConfig) -> None:
             "model.trajectory must be {stages: [module paths], head: module path}, got "
             f"{OmegaConf.to_container(traj) if OmegaConf.is_config(traj) else traj!r}"
         )
+    _at_least(model, "model", "positions.per_window", 1)
     check_choice(model.scheduler_interval, ("step", "epoch"), "model.scheduler_interval")
     check_model_objects(model)
 
@@ -502,8 +518,14 @@ def _check_dmd(cfg: DictConfig) -> None:
 def _check_edit(cfg: DictConfig) -> None:
     from kaelab.editing.config import check_edit_config
 
-    n_classes = int(cfg.model.net.out_dim)
+    # a network whose config names no out_dim (e.g. a language model's vocab_size): the classes are
+    # checked against the data's once it is built (kaelab.editing.pipeline.check_training_classes)
+    n_classes = OmegaConf.select(cfg, "model.net.out_dim", default=None)
     check_edit_config(cfg.edit, n_classes, bool(OmegaConf.select(cfg, "model.checkpoint")))
+    if cfg.edit is not None and cfg.edit.compare_retrain:
+        from kaelab.editing.config import check_retrain_data
+
+        check_retrain_data(cfg)
 
 
 def _check_topology(cfg: DictConfig) -> None:

@@ -78,15 +78,23 @@ def scalars(metrics: dict[str, Any]) -> dict[str, float]:
 # (stage, its key metrics, its time) for the end-of-run summary; stages a run did not have are skipped
 SUMMARY_STAGES = (
     ("base model", ("test/acc", "test/acc_macro", "val/acc"), "train/time_s"),
-    ("base model", ("base/test_acc", "base/test_acc_macro"), None),
-    ("KAE surrogate", ("kae/test_acc", "kae/test_acc_macro", "kae/agreement", "kae/state_fvu"), "kae/train_time_s"),
+    ("base model", ("base/test_acc", "base/test_acc_macro", "base/test_bpb"), None),
+    (
+        "KAE surrogate",
+        ("kae/test_acc", "kae/test_acc_macro", "kae/test_bpb", "kae/agreement", "kae/state_fvu"),
+        "kae/train_time_s",
+    ),
     ("KAE path", ("path/fvu_mean", "path/fvu_line_mean", "path/cka_mean"), None),
     (
         "spectrum",
         ("spectrum/radius_K", "spectrum/radius_A", "spectrum/cond_V", "spectrum/effective_rank"),
         "spectrum/time_s",
     ),
-    ("DMD hybrid", ("dmd/base_test_acc", "dmd/test_acc", "dmd/layers_replaced"), "dmd/fit_time_s"),
+    (
+        "DMD hybrid",
+        ("dmd/base_test_acc", "dmd/test_acc", "dmd/base_test_bpb", "dmd/test_bpb", "dmd/layers_replaced"),
+        "dmd/fit_time_s",
+    ),
 )
 
 

@@ -41,10 +41,21 @@ from kaelab.dmd.config import as_dmd_config, smoke_config
 from kaelab.dmd.data import split_tensors, study_splits
 from kaelab.dmd.layer_scaling import cached_scaling
 from kaelab.dmd.report import figures, write_grid
-from kaelab.dmd.study import PointResult, dmd_n_states, fit_states, grid_points, run_grid, select_result, study_metrics
+from kaelab.dmd.study import (
+    PointResult,
+    dmd_n_states,
+    fit_positions,
+    fit_states,
+    grid_points,
+    position_metrics,
+    run_grid,
+    select_result,
+    study_metrics,
+)
 from kaelab.errors import ConfigError
 from kaelab.fileio import optional_output
 from kaelab.metrics import scalars, write_metrics
+from kaelab.models.positions import PositionView, positions_metrics, positions_spec, sequence_layout
 from kaelab.models.trajectory import Trajectory
 
 __all__ = ["DMDReplacement", "as_dmd_config", "smoke_config", "split_tensors"]
@@ -70,7 +81,11 @@ class DMDReplacement(Callback):
     nothing is written by ``run``; ``on_fit_end`` then uses the trainer's root dir). ``cache_dir`` +
     ``cache_key`` (the base model's key): cache the layer scaling there so that a sweep over h /
     rank trains it once. ``trajectory``: which modules form the network's states
-    (``model.trajectory``; None: the network's own ``trajectory_spec()``). After a run, ``metrics``,
+    (``model.trajectory``; None: the network's own ``trajectory_spec()``). ``positions``
+    (``model.positions``: ``{"per_window": P, "seed": S}``): a sequence model, fitted on the states
+    of single token positions (every stage's draw of them) and replaced position by position inside
+    the whole network, scored by next-token accuracy and bits (``dmd/block/*``: each block replaced
+    alone, for the grid's one-transition spans). After a run, ``metrics``,
     ``results`` (every grid point) and ``best`` (the reported point: ``best.hybrid`` is the hybrid
     network, ``best.fit.operator`` the operator) hold its outcome. (Koopman layers paper, Method
     Summary: the hybrid network runs to the span, seeds the delay window with the first h + 1 true
@@ -95,11 +110,13 @@ class DMDReplacement(Callback):
         cache_dir: str | Path | None = None,
         cache_key: str | None = None,
         trajectory: dict | None = None,
+        positions: dict | None = None,
         **overrides: Any,
     ):
         super().__init__()
         self.cfg = as_dmd_config(cfg, **overrides)
         self.trajectory_spec = trajectory
+        self.positions = positions_spec(positions)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.cache_dir, self.cache_key = cache_dir, cache_key
         self.metrics: dict[str, Any] = {}
@@ -139,13 +156,22 @@ class DMDReplacement(Callback):
         splits = study_splits(data, cfg.select)
         x_train = splits["train"][0]
         traj = net if isinstance(net, Trajectory) else Trajectory.of(net, x_train[:2], self.trajectory_spec)
+        layout = self.layout(traj, cfg)
         n_states = dmd_n_states(traj.n_states, cfg)
         main, points = grid_points(cfg, n_states)  # h / span against the trajectory, before any training
         traj, metrics = self.scaled(traj, x_train, cfg.scaling)
-        S_train = fit_states(traj, x_train, cfg)
-        self.results = run_grid(traj, S_train, points, cfg, {k: v for k, v in splits.items() if k != "train"})
+        where = None if layout is None else fit_positions(splits["train"][1], cfg, self.positions)
+        S_train = fit_states(traj, x_train, cfg, where)
+        evaluated = {k: v for k, v in splits.items() if k != "train"}
+        self.results = run_grid(traj, S_train, points, cfg, evaluated, layout)
         self.best = select_result(self.results, main, cfg.select)
+        if layout is not None:  # the base network's logits per position, also when given as a Trajectory
+            net = PositionView(traj)
         metrics.update(study_metrics(net, self.best, self.results, cfg, n_states, splits))
+        if layout is not None:
+            metrics.update(positions_metrics(self.positions, {"fit": where}))
+            metrics.update(position_metrics(net, self.best, self.results, cfg, splits["test"], traj.names,
+                                            metrics["dmd/base_test_acc"]))  # fmt: skip
         images = {}
         if out_dir is not None:
             write_metrics(out_dir / "dmd_metrics.json", metrics)  # first: an output that fails loses no result
@@ -157,6 +183,15 @@ class DMDReplacement(Callback):
         optional_output(metrics, "dmd", "the loggers", lambda: log_study(loggers, metrics, images, step))
         self.metrics = metrics
         return metrics
+
+    def layout(self, traj: Trajectory, cfg: Any) -> tuple[int, int] | None:
+        """``(tokens, dim)`` of a sequence model read at token positions (``positions``; its states
+        must be ``[tokens, dim]``), None otherwise. Layer scaling inserts layers into a plain MLP
+        and has no meaning for a stream of positions."""
+        if self.positions is None:
+            return None
+        check_positions_scaling(cfg, self.positions)
+        return sequence_layout(traj)
 
     def scaled(self, traj: Trajectory, x_train: torch.Tensor, sc: Any) -> tuple[Trajectory, dict[str, Any]]:
         """The trajectory with the paper's layer scaling (cached when the callback has a cache) and
@@ -181,6 +216,16 @@ class DMDReplacement(Callback):
             lambda: figures(out_dir, best, S_train, net, data, test, cfg.boundary_resolution),
         )  # fmt: skip
         return images or {}
+
+
+def check_positions_scaling(cfg: Any, positions: Any) -> None:
+    """Layer scaling inserts layers into a plain MLP: it has no meaning for a sequence model read at
+    token positions (``positions`` set)."""
+    if positions is not None and cfg.scaling.n_layers > 0:
+        raise ConfigError(
+            f"dmd.scaling.n_layers={cfg.scaling.n_layers} with model.positions: layer scaling is for plain MLPs; "
+            "set dmd.scaling.n_layers=0 to replace a sequence model's own blocks"
+        )
 
 
 def log_study(loggers: Sequence, metrics: dict[str, Any], images: dict[str, Path], step: int) -> None:

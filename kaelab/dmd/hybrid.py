@@ -8,6 +8,12 @@ For a span ``[a, b]`` of a Trajectory (kaelab/models/trajectory.py) and ``h`` de
    into one matrix (``DelayOperator.propagator``), ``predicted_states`` steps them one by one;
 3. the predicted ``s_b`` (its first ``width_b`` coordinates) goes through the true stages
    ``b .. T-1`` and the head.
+
+Position-wise (``positions=(tokens, dim)``, a sequence model read with ``model.positions``): the
+states are ``[B, tokens, dim]`` streams and the operator, fitted on single positions' states,
+acts on each position's row alone, so the replaced blocks (attention included) become one linear
+map per position, while the true blocks before and after the span still attend across positions.
+The hybrid's output is then ``[B, tokens, classes]``.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ class HybridNet(nn.Module):
     """``traj`` with the states of ``span`` after its seed window predicted by ``operator``, stepped by
     ``rollout`` (a built-in name, a ``_target_`` config or a built rollout: kaelab/dmd/rollout.py):
     the Koopman layers paper's hybrid network (Method Summary). ``DMDReplacement`` builds one.
+    ``positions``: ``(tokens, dim)`` of a sequence model's states, for an operator fitted on single
+    positions' states and applied to every position alone (see the module's docstring).
 
     Examples:
         >>> import torch, kaelab as kl
@@ -56,14 +64,22 @@ class HybridNet(nn.Module):
     """
 
     def __init__(
-        self, traj: Trajectory, operator: DelayOperator, span: tuple[int, int], rollout: Any = DMDConfig.rollout
+        self,
+        traj: Trajectory,
+        operator: DelayOperator,
+        span: tuple[int, int],
+        rollout: Any = DMDConfig.rollout,
+        positions: tuple[int, int] | None = None,
     ):
         super().__init__()
         a, b = span
         check_delay(operator.h, b - a + 1)
-        if operator.state_dim != max(traj.widths[a : b + 1]):
-            raise ValueError("operator state width does not match the span's widest state")
-        self.traj, self.operator = traj, operator
+        width = max(traj.widths[a : b + 1]) if positions is None else positions[1]
+        if operator.state_dim != width:
+            raise ValueError(
+                f"operator state width {operator.state_dim} does not match the span's widest state {width}"
+            )
+        self.traj, self.operator, self.positions = traj, operator, positions
         self.a, self.b, self.h, self.rollout = a, b, operator.h, build_rollout(rollout)
         # z_{a+h} -> s_b over the whole replaced span, built once (DelayOperator.propagator)
         self.register_buffer("P", operator.propagator(self.layers_replaced, self.rollout))
@@ -80,21 +96,31 @@ class HybridNet(nn.Module):
         return sum(self.traj.is_original(t) for t in range(self.a + self.h + 1, self.b + 1))
 
     def seed_window(self, x: torch.Tensor) -> torch.Tensor:
-        """Delay vector of the true states ``s_a .. s_{a+h}``, each zero-padded, oldest first."""
+        """Delay vector of the true states ``s_a .. s_{a+h}``, each zero-padded, oldest first
+        (position-wise: one row per position of each window, ``[B * tokens, (h+1) dim]``)."""
         s = self.traj.run(self.traj.prefix(x), 0, self.a)
         d = self.operator.state_dim
         window = []
         for t in range(self.a, self.a + self.h + 1):
             if t > self.a:
                 s = self.traj.stages[t - 1](s)
-            window.append(nn.functional.pad(s, (0, d - s.shape[-1])))
+            rows = s if self.positions is None else s.reshape(-1, d)
+            window.append(nn.functional.pad(rows, (0, d - rows.shape[-1])))
         return torch.cat(window, dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def predicted_state(self, x: torch.Tensor) -> torch.Tensor:
+        """The operator's ``s_b`` as the network's flat state ``[B, width_b]``."""
         z = self.seed_window(x)
-        s_b = (z.to(self.P.dtype) @ self.P)[:, : self.traj.widths[self.b]].to(x.dtype)
-        return self.traj.head(self.traj.run(s_b, self.b, len(self.traj.stages)))
+        s_b = (z.to(self.P.dtype) @ self.P).to(z.dtype)  # the states' dtype (the inputs may be token ids)
+        if self.positions is not None:
+            return s_b.reshape(len(x), -1)
+        return s_b[:, : self.traj.widths[self.b]]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.traj.head(self.traj.run(self.predicted_state(x), self.b, len(self.traj.stages)))
+        return logits if self.positions is None else logits.reshape(len(x), self.positions[0], -1)
 
     def predicted_states(self, x: torch.Tensor) -> torch.Tensor:
-        """The operator's ``s_{a+h+1} .. s_b``, ``[B, b - a - h, D]`` (for error diagnostics)."""
+        """The operator's ``s_{a+h+1} .. s_b``, ``[B, b - a - h, D]`` (for error diagnostics;
+        position-wise ``[B * tokens, b - a - h, dim]``)."""
         return self.operator.rollout(self.seed_window(x), self.layers_replaced, self.rollout, all_states=True)

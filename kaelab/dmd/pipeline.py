@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from kaelab.base_model import base_model, train_task, trajectory_spec
-from kaelab.dmd.callback import DMDReplacement, smoke_config
+from kaelab.dmd.callback import DMDReplacement, check_positions_scaling, smoke_config
 from kaelab.dmd.study import dmd_n_states, grid_points
 from kaelab.errors import ConfigError
 from kaelab.models import build_net, stage_names
@@ -24,11 +24,13 @@ def dmd_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     ``trainer.fast_dev_run`` the stage shrinks to a smoke test (``smoke_config``)."""
     if cfg.dmd is None:
         raise ConfigError("task=dmd needs a dmd config: add +dmd=default or use +experiment=yinyang_dmd")
-    replacement = DMDReplacement(cfg.dmd, trajectory=trajectory_spec(cfg))
+    positions = OmegaConf.select(cfg, "model.positions", default=None)
+    replacement = DMDReplacement(cfg.dmd, trajectory=trajectory_spec(cfg), positions=positions)
     if cfg.trainer.fast_dev_run:
         replacement.cfg = smoke_config(replacement.cfg)
     # fail before training: the untrained network names its states
     names = stage_names(build_net(OmegaConf.to_container(cfg.model.net, resolve=True)), trajectory_spec(cfg))
+    check_positions_scaling(replacement.cfg, positions)
     grid_points(replacement.cfg, dmd_n_states(len(names), replacement.cfg))
     bm = base_model(cfg, run_dir / "base_model")
     replacement.cache_dir, replacement.cache_key = cfg.paths.cache_dir, bm.key
@@ -49,6 +51,7 @@ def train_with_dmd(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "+dmd on a training run needs a single-process trainer (the DMD study runs in on_fit_end, "
             "inside the DDP workers): train with trainer=ddp, then run task=dmd on the cached model"
         )
-    replacement = DMDReplacement(cfg.dmd, out_dir=run_dir / "dmd", trajectory=trajectory_spec(cfg))
+    positions = OmegaConf.select(cfg, "model.positions", default=None)
+    replacement = DMDReplacement(cfg.dmd, out_dir=run_dir / "dmd", trajectory=trajectory_spec(cfg), positions=positions)
     metrics = train_task(cfg, run_dir, callbacks=[replacement])
     return {**metrics, **replacement.metrics}

@@ -160,7 +160,7 @@ def strategy_arguments(ec: DictConfig, node: dict[str, Any], cls: type) -> dict[
     return {k: ec[k] for k in params if k in ec and k not in STAGE_KEYS and k not in node}
 
 
-def _check_targets(ec: DictConfig, forget: list[int], n_classes: int) -> None:
+def _check_targets(ec: DictConfig, forget: list[int], n_classes: Optional[int]) -> None:
     from kaelab.editing.targets import TARGET_RULES, TargetRule  # torch: imported when a run checks its config
 
     node = variant_node(ec.targets, TARGET_RULES, "edit.targets")
@@ -175,25 +175,36 @@ def _check_targets(ec: DictConfig, forget: list[int], n_classes: int) -> None:
     if param is not None and param.default is param.empty and dest is None:
         raise ConfigError(f"edit.targets={name} needs edit.redirect_to=D (the class to merge into)")
     if dest is not None:
-        if isinstance(dest, bool) or not isinstance(dest, int) or not 0 <= dest < n_classes:
+        if isinstance(dest, bool) or not isinstance(dest, int) or dest < 0:
+            raise ConfigError(f"edit.redirect_to={dest} must be a class index >= 0")
+        if n_classes is not None and dest >= n_classes:
             raise ConfigError(f"edit.redirect_to={dest} is out of range: classes 0..{n_classes - 1}")
         if dest in forget:
             raise ConfigError(f"edit.redirect_to={dest} is one of the forgotten classes {forget}")
     check_target(node, "edit.targets", **({} if ec.redirect_to is None else {"redirect_to": ec.redirect_to}))
 
 
-def check_edit_config(ec: Optional[DictConfig], n_classes: int, has_checkpoint: bool) -> list[int]:
-    """Fail fast (before anything is trained or cached) on an invalid ``edit`` group, for a base
-    model of ``n_classes`` classes (given by a checkpoint: ``has_checkpoint``); the classes to forget."""
-    if ec is None:
-        raise ConfigError("task=edit needs an edit config: add +edit=default, or use +experiment=yinyang_edit")
-    _check_values({k: ec[k] for k in ec if k not in ("strategy", "targets")}, "edit.")
-    forget = forget_classes(ec.target_class)
+def check_forget_range(forget: list[int], n_classes: int) -> None:
+    """The forgotten classes against a model of ``n_classes`` classes."""
     bad = [c for c in forget if not 0 <= c < n_classes]
     if bad:
         raise ConfigError(f"edit.target_class={bad[0]} is out of range: the model has classes 0..{n_classes - 1}")
     if len(forget) == n_classes:
         raise ConfigError(f"edit.target_class={forget} forgets every class: nothing would be retained")
+
+
+def check_edit_config(ec: Optional[DictConfig], n_classes: Optional[int], has_checkpoint: bool) -> list[int]:
+    """Fail fast (before anything is trained or cached) on an invalid ``edit`` group, for a base
+    model of ``n_classes`` classes (given by a checkpoint: ``has_checkpoint``; None: not known from
+    the config, checked against the data later); the classes to forget."""
+    if ec is None:
+        raise ConfigError("task=edit needs an edit config: add +edit=default, or use +experiment=yinyang_edit")
+    _check_values({k: ec[k] for k in ec if k not in ("strategy", "targets")}, "edit.")
+    forget = forget_classes(ec.target_class)
+    if n_classes is not None:
+        check_forget_range(forget, n_classes)
+    elif forget[0] < 0:
+        raise ConfigError(f"edit.target_class={forget[0]} is out of range: a class index is >= 0")
     _check_targets(ec, forget, n_classes)
     from kaelab.editing.strategies import STRATEGIES, EditStrategy
 
@@ -203,6 +214,26 @@ def check_edit_config(ec: Optional[DictConfig], n_classes: int, has_checkpoint: 
     if ec.compare_retrain and has_checkpoint:
         raise ConfigError("edit.compare_retrain needs the base model's training recipe, not model.checkpoint")
     return forget
+
+
+def retrain_exclusion_key(cfg: DictConfig) -> str:
+    """The data key that leaves the forgotten classes out of a retraining (``edit.compare_retrain``):
+    ``exclude_classes`` (whole samples of those classes), or for a sequence model read at token
+    positions (``model.positions``) ``exclude_targets`` (those targets ignored where they occur,
+    the windows kept: a language model retrained never to predict those tokens)."""
+    return "exclude_classes" if OmegaConf.select(cfg, "model.positions", default=None) is None else "exclude_targets"
+
+
+def check_retrain_data(cfg: DictConfig) -> None:
+    """``edit.compare_retrain`` on a sequence model needs a datamodule that takes ``exclude_targets``."""
+    from kaelab.instantiate import takes_argument
+
+    key = retrain_exclusion_key(cfg)
+    if key == "exclude_targets" and "_target_" in cfg.data and not takes_argument(cfg.data, key):
+        raise ConfigError(
+            f"edit.compare_retrain with model.positions retrains without the forgotten targets, but data._target_="
+            f"{cfg.data._target_} takes no exclude_targets argument (the targets it never trains on)"
+        )
 
 
 def build_edit_strategy(ec: DictConfig) -> EditStrategy:

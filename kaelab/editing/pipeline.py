@@ -26,7 +26,14 @@ from torchmetrics.functional.classification import multiclass_accuracy
 from kaelab.base_model import base_model
 from kaelab.cache import ArtifactCache, config_key
 from kaelab.data import build_datamodule
-from kaelab.editing.config import build_edit_strategy, forget_classes, redirect_class, variant_name
+from kaelab.editing.config import (
+    build_edit_strategy,
+    check_forget_range,
+    forget_classes,
+    redirect_class,
+    retrain_exclusion_key,
+    variant_name,
+)
 from kaelab.editing.statistics import KeyStatistics, key_statistics
 from kaelab.editing.strategies import STRATEGIES
 from kaelab.editing.targets import TARGET_RULES
@@ -36,16 +43,19 @@ from kaelab.fileio import atomic_write_text, optional_output
 from kaelab.koopman.pipeline import KAEArtifact, kae_layers, trained_kae
 from kaelab.koopman.surrogate import predict_target
 from kaelab.metrics import write_metrics
+from kaelab.models.positions import positions_metrics, sample_logits
 from kaelab.training import build_loggers, log_metrics_to
 
 log = logging.getLogger(__name__)
 
 
 def check_training_classes(cfg: DictConfig, forget: list[int]) -> None:
-    """Every forgotten class must have training samples (e.g. not removed by data.exclude_classes)."""
+    """Every forgotten class must be one of the data's classes and have training samples (e.g. not
+    removed by data.exclude_classes; for a sequence model: occur as a training target)."""
     dm = build_datamodule(cfg.data)
     dm.prepare_data()
     dm.setup()
+    check_forget_range(forget, dm.num_classes)
     present = set(torch.unique(dm.tensors("train")[1]).tolist())
     missing = [c for c in forget if c not in present]
     if missing:
@@ -57,6 +67,8 @@ def check_training_classes(cfg: DictConfig, forget: list[int]) -> None:
 
 @torch.no_grad()
 def surrogate_predictions(traj, target_layer: str, art: KAEArtifact, x_i: torch.Tensor, K: torch.Tensor):
+    """The surrogate's class predictions with operator ``K``; ``traj``: the base model's readout
+    (its Trajectory, or the PositionView of a sequence model read at token positions)."""
     x_j_hat = predict_target(art.kae, art.prep, x_i, K=K)
     return traj.forward_from(target_layer, x_j_hat).argmax(1)
 
@@ -71,11 +83,14 @@ def class_accuracies(pred: torch.Tensor, labels: torch.Tensor, num_classes: int,
     def acc(mask: torch.Tensor) -> float:
         return multiclass_accuracy(pred[mask], labels[mask], num_classes, average="micro").item()
 
+    forgotten = torch.isin(pred[fmask], torch.tensor(forget, dtype=pred.dtype))
     return {
         "acc_per_class": per_class,
         "forget_acc": acc(fmask),
         "retain_acc": acc(~fmask),
         "acc": multiclass_accuracy(pred, labels, num_classes, average="micro").item(),
+        # of the forgotten classes' samples, predicted as any forgotten class (as forget_acc for one class)
+        "forget_set_rate": forgotten.double().mean().item() if len(forgotten) else float("nan"),
     }
 
 
@@ -83,7 +98,10 @@ def retrain_without(cfg: DictConfig, forget: list[int], run_dir: Path):
     """The base model trained by the same recipe on the data without ``forget`` (cached)."""
     rcfg = cfg.copy()
     with open_dict(rcfg):
-        rcfg.data.exclude_classes = sorted(set(list(cfg.data.get("exclude_classes") or []) + forget))
+        if retrain_exclusion_key(cfg) == "exclude_targets":  # a sequence model: those next tokens ignored
+            rcfg.data.exclude_targets = sorted(set(list(cfg.data.get("exclude_targets") or []) + forget))
+        else:
+            rcfg.data.exclude_classes = sorted(set(list(cfg.data.get("exclude_classes") or []) + forget))
     return base_model(rcfg, run_dir / "retrain")
 
 
@@ -104,6 +122,7 @@ def edit_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     m: dict[str, Any] = {"edit/target_class": forget, "edit/targets": variant_name(ec.targets, TARGET_RULES)}
     m.update({"edit/keys_from": ec.keys_from, "edit/strategy": variant_name(ec.strategy, STRATEGIES), **cache.metrics})
     m.update({**edit.metrics, "kae/key": art.key, "kae/cache_hit": art.cache_hit, "base/cache_hit": base.cache_hit})
+    m.update(positions_metrics(data.positions, data.where))
     after, test_metrics = evaluate_on_test(base, data, art, edit, forget)
     m.update({**test_metrics, **operator_metrics(edit)})
     if ec.compare_retrain:
@@ -142,10 +161,10 @@ def evaluate_on_test(base, data, art: KAEArtifact, edit: OperatorEdit, forget: l
     split; returns the edited surrogate's predictions and the metrics."""
     labels, n_cls = data.labels["test"], data.num_classes
     x_i = data.reps["test"][art.source]
-    before = surrogate_predictions(base.trajectory, art.target, art, x_i, edit.K_before)
-    after = surrogate_predictions(base.trajectory, art.target, art, x_i, edit.K_after)
+    before = surrogate_predictions(base.readout, art.target, art, x_i, edit.K_before)
+    after = surrogate_predictions(base.readout, art.target, art, x_i, edit.K_after)
     with torch.no_grad():
-        base_pred = base.net(data.inputs["test"]).argmax(1)
+        base_pred = sample_logits(base.readout, data.inputs["test"], data.where.get("test")).argmax(1)
     m = {f"base/{k}": v for k, v in class_accuracies(base_pred, labels, n_cls, forget).items()}
     for tag, pred in (("before", before), ("after", after)):
         m.update({f"edit/{k}_{tag}": v for k, v in class_accuracies(pred, labels, n_cls, forget).items()})
@@ -240,7 +259,7 @@ def retrain_comparison(cfg, forget, run_dir, data, edited_pred, edit_time_s) -> 
     rb = retrain_without(cfg, forget, run_dir)
     labels = data.labels["test"]
     with torch.no_grad():
-        rpred = rb.net(data.inputs["test"]).argmax(1)
+        rpred = sample_logits(rb.readout, data.inputs["test"], data.where.get("test")).argmax(1)
     acc = class_accuracies(rpred, labels, data.num_classes, forget)
     fmask = torch.isin(labels, torch.tensor(forget))
     retrain_time = rb.metrics.get("train/time_s", time.perf_counter() - t0)

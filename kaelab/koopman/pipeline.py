@@ -31,6 +31,7 @@ from kaelab.koopman.representations import Representations, resolve_layer, split
 from kaelab.koopman.surrogate import evaluate_surrogate, mean_loss_terms
 from kaelab.metrics import write_metrics
 from kaelab.models import build_net, stage_names
+from kaelab.models.positions import positions_metrics
 from kaelab.rollback import SpikeRollback
 from kaelab.training import (
     adopt_worker_csv,
@@ -59,6 +60,16 @@ def kae_layers(cfg: DictConfig) -> tuple[str, str]:
     if names.index(src) >= names.index(tgt):
         raise ConfigError(
             f"kae.source_layer ({src}) must come before kae.target_layer ({tgt}): the KAE maps x_i to x_j, i < j"
+        )
+    if OmegaConf.select(cfg, "model.positions", default=None) is not None and tgt != names[-1]:
+        # A per-position surrogate state is scored through the rest of the network; after an
+        # earlier block that rest attends across positions, and running it on the whole window with
+        # one position replaced would score a one-position intervention, not the KAE's stand-in for
+        # the blocks. So the target is the last state, whose head reads each position alone.
+        raise ConfigError(
+            f"kae.target_layer={tgt} with model.positions: the blocks after it attend across positions, so a single "
+            f"position's surrogate state has no rest of the network; use the last state ({names[-1]}, "
+            "kae.target_layer=-1)"
         )
     if kc.path.lam != 0 or kc.path.steps is not None:  # the report alone skips a KAE too short for the blocks
         path_mapping(kc, names, src, tgt)
@@ -229,11 +240,12 @@ def surrogate_metrics(kc: DictConfig, base: BaseModel, data: Representations, ar
     src, tgt, kae, prep = art.source, art.target, art.kae, art.prep
     metrics: dict[str, Any] = {"kae/source_layer": src, "kae/target_layer": tgt, **art.train_metrics}
     metrics.update({"base/cache_hit": base.cache_hit, "kae/cache_hit": art.cache_hit, "kae/key": art.key})
+    metrics.update(positions_metrics(data.positions, data.where))
     for split in [s for s in ("test", "train", "val") if s in data.reps]:
         r = data.reps[split]
         metrics.update(
-            evaluate_surrogate(base.trajectory, tgt, kae, prep, r[src], r[tgt], data.inputs[split],
-                               data.labels[split], data.num_classes, split)
+            evaluate_surrogate(base.readout, tgt, kae, prep, r[src], r[tgt], data.inputs[split],
+                               data.labels[split], data.num_classes, split, where=data.where.get(split))
         )  # fmt: skip
     for split, prefix in (("train", "kae/loss_"), ("test", "kae/test_loss_")):
         pair = prep.transform(data.reps[split][src], data.reps[split][tgt])
@@ -327,4 +339,6 @@ def kae_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         metrics["base/test_acc"], metrics["kae/test_acc"], metrics["kae/agreement"], metrics["kae/state_fvu"],
         "from the cache" if art.cache_hit else "trained now",
     )  # fmt: skip
+    if "kae/test_bpb" in metrics:  # token positions as samples
+        log.info("bits per token (test): base %.4f, KAE %.4f", metrics["base/test_bpb"], metrics["kae/test_bpb"])
     return metrics

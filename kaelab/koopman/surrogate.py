@@ -13,8 +13,9 @@ from torch import nn
 
 from kaelab.koopman.kae import LOSS_TERMS, KoopmanAutoencoder
 from kaelab.koopman.preprocessing import PairPreprocessor
-from kaelab.koopman.representations import extract
+from kaelab.koopman.representations import extract, extract_positions
 from kaelab.metrics import accuracy_report
+from kaelab.models.positions import PositionView, bits_per_token, sample_logits
 
 
 @torch.no_grad()
@@ -73,22 +74,31 @@ def evaluate_surrogate(
     num_classes: int,
     split: str = "test",
     K: torch.Tensor | None = None,
+    where: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """``base/{split}_acc*``, ``kae/{split}_acc*``, ``kae/agreement`` and ``kae/state_fvu`` for one split.
 
     x_i, x_j are the base model's representations of ``inputs``; the surrogate's x_j goes through
     ``net.forward_from(target_layer, .)`` (``net``: the base model's Trajectory, kaelab/models/trajectory.py).
+    With ``where`` the samples are token positions of the windows ``inputs`` (``net``: the
+    trajectory's ``PositionView``, whose head reads one position): the accuracies are next-token
+    accuracies, and ``base/{split}_bpb`` and ``kae/{split}_bpb`` their cross-entropy in bits.
     """
     net.eval()
-    base_pred = net(inputs).argmax(1)
+    base_logits = sample_logits(net, inputs, where)
+    base_pred = base_logits.argmax(1)
     x_j_hat = predict_target(kae, prep, x_i, K=K)
-    kae_pred = net.forward_from(target_layer, x_j_hat).argmax(1)
+    kae_logits = net.forward_from(target_layer, x_j_hat)
+    kae_pred = kae_logits.argmax(1)
     suffix = "" if split == "test" else f"_{split}"
     metrics: dict[str, Any] = {}
     metrics.update(accuracy_report(base_pred, labels, num_classes, prefix=f"base/{split}_"))
     metrics.update(accuracy_report(kae_pred, labels, num_classes, prefix=f"kae/{split}_"))
     metrics[f"kae/agreement{suffix}"] = (kae_pred == base_pred).double().mean().item()
     metrics[f"kae/state_fvu{suffix}"] = state_fvu(x_j_hat, x_j)
+    if where is not None:  # a language model's own measure: bits per token (per byte for bytes)
+        metrics[f"base/{split}_bpb"] = bits_per_token(base_logits, labels)
+        metrics[f"kae/{split}_bpb"] = bits_per_token(kae_logits, labels)
     return metrics
 
 
@@ -103,11 +113,14 @@ def surrogate_report(
     target: str,
     num_classes: int | None = None,
     split: str = "test",
+    where: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """How well a fitted ``KAE`` stands in for the layers between ``source`` (x_i) and ``target``
     (x_j) of ``traj`` (KAE paper, Sec. 4, Table 1): x_i -> preprocess (Eqs. 8-11) -> phi, K, phi^-1
     (Eq. 2) -> inverse preprocessing -> the rest of the network. Returns the base network's and the
     surrogate's accuracy (top-1 and per-class mean), their agreement and the state FVU of x_j.
+    ``where``: the (window, position) rows of a sequence model's samples (``kl.draw_positions``),
+    ``inputs`` its windows and ``labels`` one per row; x_j must then be the last state.
 
     Examples:
         >>> import torch, kaelab as kl
@@ -123,8 +136,13 @@ def surrogate_report(
         >>> sorted(k for k in report if k.startswith("kae/"))[:3]
         ['kae/agreement', 'kae/state_fvu', 'kae/test_acc']
     """
-    reps = extract(traj, inputs, [source, target])
     module = kae.module_ if hasattr(kae, "module_") else kae
     K = getattr(kae, "operator_", None)
     n_cls = int(labels.max()) + 1 if num_classes is None else num_classes
+    if where is not None:  # token positions: windows, per-position labels, the head at one position
+        reps = extract_positions(traj, inputs, where, [source, target])
+        view = PositionView.of(traj, inputs[:2])
+        return evaluate_surrogate(view, target, module, prep, reps[source], reps[target], inputs, labels, n_cls,
+                                  split, K=K, where=where)  # fmt: skip
+    reps = extract(traj, inputs, [source, target])
     return evaluate_surrogate(traj, target, module, prep, reps[source], reps[target], inputs, labels, n_cls, split, K=K)

@@ -1,6 +1,11 @@
 """The base-model LightningModule: cross-entropy, SGD (or ``model.optimizer``) + one-cycle triangular LR
 (paper App. B), stepped per batch.
 
+A network may classify samples (logits ``[B, C]``, labels ``[B]``) or every position of a sequence
+(logits ``[B, T, C]``, targets ``[B, T]``, e.g. a language model's next token): then each target
+position is a sample of the loss and of every accuracy, and targets equal to ``IGNORE_INDEX`` count
+in neither (``kaelab.models.positions.flatten_tokens``).
+
 Lightning's automatic optimisation runs every step (zero_grad, backward, optimizer step, then the
 per-step LR scheduler), so gradient clipping, gradient accumulation, a user's ``model.scheduler`` at
 any interval and resuming a checkpoint with its step count all come from Lightning itself."""
@@ -17,6 +22,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from kaelab.instantiate import instantiate
 from kaelab.metrics import last_train_batch
 from kaelab.models.factory import build_net
+from kaelab.models.positions import flatten_tokens
 from kaelab.schedules import build_scheduler, triangular_lr
 
 
@@ -33,7 +39,10 @@ CKPT_KEY = "kaelab"  # the checkpoint's kaelab section: {"base_model_key": the c
 
 
 class Classifier(L.LightningModule):
-    """Trains ``build_net(net)``; test metrics land in ``self.test_results`` (accuracies in [0, 1]).
+    """Trains ``build_net(net)``; test metrics land in ``self.test_results`` (accuracies in [0, 1], and
+    ``test/nll``: the mean negative log-likelihood of the test targets, nats per target), which the
+    base-model stage writes to metrics.json. A Lightning callback (``callbacks`` group) may add its
+    own entries to ``test_results`` in ``on_test_end`` (e.g. scripts/examples/pylm.py's ``LMReport``).
 
     ``cache_key`` (set by the base-model stage) is written into every checkpoint, so that a resumed
     run can tell whether its checkpoint was trained under the same config."""
@@ -64,6 +73,7 @@ class Classifier(L.LightningModule):
         self.test_acc_macro = MulticlassAccuracy(num_classes, average="macro")
         self.test_acc_per_class = MulticlassAccuracy(num_classes, average="none")
         self.test_results: dict[str, Any] = {}
+        self._test_nll = [0.0, 0]  # summed negative log-likelihood (float64), number of targets
         self.cache_key: str | None = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -76,7 +86,7 @@ class Classifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        logits = self.net(x)
+        logits, y = flatten_tokens(self.net(x), y)
         loss = nn.functional.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         self.train_acc.update(logits.detach(), y)  # the epoch's accuracy; no per-batch value is needed
         if self._logger_takes_this_step(batch_idx):
@@ -100,16 +110,19 @@ class Classifier(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        logits = self.net(x)
+        logits, y = flatten_tokens(self.net(x), y)
         self.val_acc(logits, y)
         self.log("val/loss", nn.functional.cross_entropy(logits, y), sync_dist=True)  # mean over DDP ranks
         self.log("val/acc", self.val_acc, prog_bar=True)
 
     def test_step(self, batch, batch_idx):
         x, y = batch
-        logits = self.net(x)
+        logits, y = flatten_tokens(self.net(x), y)
         for metric in (self.test_acc, self.test_acc_macro, self.test_acc_per_class):
             metric.update(logits, y)
+        nll = nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+        self._test_nll[0] += float(nll)
+        self._test_nll[1] += len(y)
 
     def on_test_epoch_end(self) -> None:
         acc, macro = self.test_acc.compute(), self.test_acc_macro.compute()
@@ -119,7 +132,9 @@ class Classifier(L.LightningModule):
             "test/acc": acc.item(),
             "test/acc_macro": macro.item(),
             "test/acc_per_class": per_class.tolist(),
+            "test/nll": self._test_nll[0] / max(1, self._test_nll[1]),
         }
+        self._test_nll = [0.0, 0]
         for metric in (self.test_acc, self.test_acc_macro, self.test_acc_per_class):
             metric.reset()
 

@@ -85,7 +85,8 @@ class Trajectory(nn.Module):
     head (s_T -> logits), on flat states; built by ``kaelab.trajectory`` (``Trajectory.of``).
 
     ``names[t]`` names state t (the module path whose output it is), ``widths[t]`` its size,
-    ``input_width`` the size of the flattened network input.
+    ``input_width`` the size of the flattened network input, ``shapes[t]`` state t's shape before
+    flattening (e.g. ``(tokens, dim)``; None when not known, as for layers inserted by scaling).
 
     Examples:
         >>> import torch, kaelab as kl
@@ -104,12 +105,14 @@ class Trajectory(nn.Module):
         names: Sequence[str],
         widths: Sequence[int],
         input_width: int,
+        shapes: Sequence[tuple[int, ...]] | None = None,
     ):
         super().__init__()
         if not len(names) == len(widths) == len(stages) + 1:
             raise ValueError(f"{len(stages)} stages need {len(stages) + 1} state names and widths")
         self.prefix, self.stages, self.head = prefix, nn.ModuleList(stages), head
         self.names, self.widths, self.input_width = list(names), [int(w) for w in widths], int(input_width)
+        self.shapes = None if shapes is None else [tuple(int(n) for n in sh) for sh in shapes]
 
     # ----------------------------------------------------------------------------- construction
     @classmethod
@@ -153,6 +156,7 @@ class Trajectory(nn.Module):
             names,
             [math.prod(sh) for sh in shapes],
             math.prod(example.shape[1:]),
+            shapes,
         )
         return traj.train(was_training)  # shares the net's modules: one mode for both
 

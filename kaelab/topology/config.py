@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from omegaconf import OmegaConf
+
 from kaelab.errors import ConfigError, check_choice
 from kaelab.topology.defaults import DEFAULT_BACKEND, DEFAULT_COLLAPSE, DEFAULT_H1_BACKEND, MAX_DIM
 
@@ -52,6 +54,10 @@ class TopologyConfig:
     figure_points: Optional[int] = 2000  # points per PCA panel (None: the whole split)
     figure_steps: int = 6  # KAE steps shown in the PCA figure (evenly spaced, first and last included)
     reference_layers: Optional[list[int]] = None  # published beta_0 per layer, drawn beside ours (MNIST: the paper's)
+    # classes shown together in the figures, {name: [class indices] or a string whose characters'
+    # code points are the classes (byte classes: digits: "0123456789")}; each group one colour,
+    # classes in no group "other". None: one colour per class (ten at most, the rest "other")
+    groups: Optional[dict[str, Any]] = None
 
 
 def _check_float(tc: Any, key: str) -> None:
@@ -93,5 +99,35 @@ def check_topology_config(tc: Any) -> None:
     for value in tc.reference_layers or []:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"topology.reference_layers={list(tc.reference_layers)}: a beta_0 is an integer >= 1")
+    class_groups(tc.groups)
     check_backend_spec(tc.backend, "topology.backend", collapse=tc.collapse_edges)
     check_backend_spec(tc.h1_backend, "topology.h1_backend", collapse=tc.collapse_edges, needs_h1=True)
+
+
+def class_groups(groups: Any) -> dict[str, list[int]]:
+    """``topology.groups`` as ``{name: sorted class indices}`` (a string names the code points of
+    its characters), checked: at most ten groups (one colour each), every group non-empty, no
+    class in two groups. ``{}`` for None."""
+    if groups is None:
+        return {}
+    if OmegaConf.is_config(groups):
+        groups = OmegaConf.to_container(groups, resolve=True)
+    out: dict[str, list[int]] = {}
+    seen: dict[int, str] = {}
+    for name, value in dict(groups).items():
+        if isinstance(value, str):
+            classes = [ord(ch) for ch in value]
+        elif isinstance(value, (list, tuple)):
+            classes = list(value)
+        else:
+            classes = [value]
+        if not classes or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in classes):
+            raise ConfigError(f"topology.groups.{name}={value!r} must be class indices >= 0 or a string of characters")
+        for c in classes:
+            if c in seen and seen[c] != name:
+                raise ConfigError(f"topology.groups: class {c} is in both {seen[c]!r} and {name!r}")
+            seen[c] = name
+        out[str(name)] = sorted(set(classes))
+    if len(out) > 10:
+        raise ConfigError(f"topology.groups has {len(out)} groups; a figure tells at most 10 apart by colour")
+    return out

@@ -44,8 +44,10 @@ from kaelab.koopman.pipeline import (
 )
 from kaelab.koopman.preprocessing import Chain, FrobeniusNormalize, MeanCenter, PCAProjection, Transform
 from kaelab.metrics import write_metrics
+from kaelab.models.positions import positions_metrics
 from kaelab.topology import betti as B
 from kaelab.topology.backends import backend_label, resolve_backend
+from kaelab.topology.config import class_groups
 from kaelab.training import build_loggers, log_metrics_to
 
 log = logging.getLogger(__name__)
@@ -112,7 +114,7 @@ def topology_inputs(cfg: DictConfig, tc: DictConfig, run_dir: Path) -> TopologyI
     data = base_representations(cfg, base, (names if tc.layers else []) + [src, tgt])
     if tc.split not in data.inputs:
         raise ConfigError(f"topology.split={tc.split!r} is not a split of the data ({', '.join(data.inputs)})")
-    n = len(data.inputs[tc.split])
+    n = len(data.labels[tc.split])  # samples: inputs, or token positions (model.positions)
     subsample = {
         key: B.subsample_indices(n, tc[key], tc.seed, f"topology.{key} (of the {tc.split} split)") for key in SUBSAMPLES
     }
@@ -331,7 +333,8 @@ def curve_figures(cfg: DictConfig, run_dir: Path, inp: TopologyInputs, curves: C
     """Betti curves of x_j per space (Figure 2B) and its top-3 PCs in both spaces."""
     from kaelab.viz.topology import plot_betti_curves, plot_pca_panels
 
-    n, labels = len(inp.subsample["curve_points"]), inp.data.labels[inp.split][inp.subsample["curve_points"]]
+    n = len(inp.subsample["curve_points"])
+    labels, class_names = figure_labels(cfg.topology, inp, "curve_points")
     names = {"original": "original space", "observable": "observable space (KAE encoder)"}
     styles = {names["original"]: {"c": "k", "lw": 2.0}, names["observable"]: {"c": "tab:red", "lw": 1.5, "ls": "--"}}
     images = {
@@ -347,28 +350,46 @@ def curve_figures(cfg: DictConfig, run_dir: Path, inp: TopologyInputs, curves: C
     if observable is not None:
         images["topology/observable_pca"] = plot_pca_panels(
             {f"x_j ({inp.tgt}), preprocessed": curves.clouds["original"], "x_j in observable space": observable},
-            labels.numpy(),
+            labels,
             run_dir / "topology_observable_pca.png",
             f"{cfg.name}: top-3 PCs of x_j in state and observable space ({n} points)",
+            class_names=class_names,
         )
     return images
+
+
+def figure_labels(tc: DictConfig, inp: TopologyInputs, subsample: str) -> tuple[np.ndarray, list[str] | None]:
+    """The labels the figures colour a subsample by, and their names: the classes (names None), or
+    with ``topology.groups`` each sample's group index (classes in no group: a last "other")."""
+    labels = inp.data.labels[inp.split][inp.subsample[subsample]].numpy()
+    groups = class_groups(tc.groups)
+    if not groups:
+        return labels, None
+    codes = np.full(len(labels), len(groups), dtype=np.int64)
+    for g, classes in enumerate(groups.values()):
+        codes[np.isin(labels, classes)] = g
+    return codes, [*groups, "other"]
 
 
 def topology_figures(cfg, tc, inp: TopologyInputs, depth, steps, curves, run_dir: Path) -> dict[str, Path]:
     """The stage's figures (Figures 2, 3, B1, B2) as PNGs in the run directory, by logger key."""
     from kaelab.viz.topology import plot_pca_panels
 
-    labels = inp.data.labels[inp.split][inp.subsample["figure_points"]].numpy()
+    labels, names = figure_labels(tc, inp, "figure_points")
     pts = f"{len(inp.subsample['figure_points'])} {inp.split} points"
     images: dict[str, Path] = {}
     if depth is not None and depth.panels:
         title = f"top-3 PCs of each layer's preprocessed representation ({pts}; beta_0 at eps={tc.layer_eps})"
         path = run_dir / "topology_layers_pca.png"
-        images["topology/layers_pca"] = plot_pca_panels(depth.panels, labels, path, f"{cfg.name}: {title}")
+        images["topology/layers_pca"] = plot_pca_panels(
+            depth.panels, labels, path, f"{cfg.name}: {title}", class_names=names
+        )
     if steps is not None:
         title = f"top-3 PCs of the KAE's decoded steps ({pts}; beta_0 at eps={tc.step_eps})"
         path = run_dir / "topology_kae_steps_pca.png"
-        images["topology/kae_steps_pca"] = plot_pca_panels(steps.panels, labels, path, f"{cfg.name}: {title}")
+        images["topology/kae_steps_pca"] = plot_pca_panels(
+            steps.panels, labels, path, f"{cfg.name}: {title}", class_names=names
+        )
     if depth is not None or steps is not None:
         images["topology/beta0_depth"] = beta0_figure(run_dir, tc, inp, depth, steps)
     if curves is not None:
@@ -408,6 +429,7 @@ def topology_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     inp = topology_inputs(cfg, tc, run_dir)
     metrics: dict[str, Any] = {"topology/backend": backend_label(tc.backend), "topology/split": tc.split}
     metrics.update({"topology/n_points": len(inp.subsample["n_points"]), "base/cache_hit": inp.base_cache_hit})
+    metrics.update(positions_metrics(inp.data.positions, inp.data.where))
     metrics.update({"topology/layer_eps": tc.layer_eps, "topology/step_eps": tc.step_eps})
     if inp.art is not None:
         metrics.update({"kae/cache_hit": inp.art.cache_hit, "kae/key": inp.art.key})

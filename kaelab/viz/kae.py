@@ -4,7 +4,7 @@ the KAE's decoded intermediate steps and the target layer x_j, in ONE principal-
 The view is the top-2 principal components of x_j (the preprocessed target layer, centred on its
 own mean), and every panel is projected onto those same axes with the same limits: a panel moves
 only because its points move, never because its axes were refitted. Class colours are
-``kaelab.viz.style.class_color`` (the same in every kaelab figure).
+``kaelab.viz.style.ClassPalette``'s (the same in every kaelab figure).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from kaelab.viz.style import class_color, class_colors  # noqa: E402
+from kaelab.viz.style import ClassPalette  # noqa: E402
 
 
 class SharedPCA:
@@ -82,7 +82,8 @@ def plot_shared_pca(panels: dict[str, torch.Tensor], labels, fit_on: str, path: 
     lo, hi = np.percentile(every, 0.5, axis=0), np.percentile(every, 99.5, axis=0)
     pad = 0.06 * (hi - lo) + 1e-9
     labels = np.asarray(labels)
-    colors = class_colors(labels)
+    palette = ClassPalette(labels)
+    colors = palette.colors(labels)
     fig, axes = plt.subplots(1, len(pcs), figsize=(2.1 * len(pcs) + 0.7, 2.6), squeeze=False, sharex=True, sharey=True)
     for ax, (name, xy) in zip(axes[0], pcs.items(), strict=True):
         ax.scatter(xy[:, 0], xy[:, 1], c=colors, s=4, alpha=0.7, linewidths=0, rasterized=True)
@@ -92,8 +93,7 @@ def plot_shared_pca(panels: dict[str, torch.Tensor], labels, fit_on: str, path: 
         ax.set_xlabel("PC1", fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0][0].set_ylabel("PC2", fontsize=8)
-    classes = sorted({int(c) for c in labels})
-    handles = [Line2D([], [], ls="", marker="o", ms=5, color=class_color(c), label=str(c)) for c in classes]
+    handles = [Line2D([], [], ls="", marker="o", ms=5, color=colour, label=name) for name, colour in palette.legend()]
     fig.legend(handles=handles, title="class", loc="center right", fontsize=8, title_fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1 - 0.7 / fig.get_figwidth(), 1))

@@ -5,7 +5,8 @@
 * Betti curves (beta_0, beta_1 against eps), several clouds overlaid;
 * beta_0 against layer and against KAE step.
 
-Colours: class c is always ``tab10`` colour c (mod 10), in every figure.
+Colours: class c is always ``tab10`` colour c, in every figure; with more than ten classes the ten
+most frequent are coloured and the rest drawn grey as "other" (kaelab.viz.style.ClassPalette).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from kaelab.viz.style import ClassPalette  # noqa: E402
+
 CLASS_CMAP = plt.get_cmap("tab10")
 
 
@@ -31,13 +34,10 @@ def class_colors(labels) -> np.ndarray:
 
 
 def class_legend(ax, labels, class_names: Sequence[str] | None = None, **kw) -> None:
-    classes = sorted({int(c) for c in np.asarray(labels)})
-    handles = [
-        Line2D(
-            [], [], ls="", marker="o", ms=6, color=CLASS_CMAP(c % 10), label=class_names[c] if class_names else f"{c}"
-        )
-        for c in classes
-    ]
+    """The legend of ``labels``' classes (``ClassPalette``: named by ``class_names``, at most ten
+    coloured, the rest one grey "other" entry)."""
+    entries = ClassPalette(labels, names=class_names, numbered=False).legend()
+    handles = [Line2D([], [], ls="", marker="o", ms=6, color=colour, label=name) for name, colour in entries]
     ax.legend(handles=handles, **{"title": "class", **kw})
 
 
@@ -68,7 +68,8 @@ def plot_pca_panels(
     nrows = math.ceil(n / ncols)
     fig = plt.figure(figsize=(3.6 * ncols, 3.4 * nrows + 1.2))
     legend_h = 0.6 / fig.get_figheight()  # 0.6 in for the class legend, 0.6 in for the title
-    colors = class_colors(labels)
+    palette = ClassPalette(labels, names=class_names, numbered=False)
+    colors = palette.colors(labels)
     for idx, (name, cloud) in enumerate(panels.items()):
         ax = fig.add_subplot(nrows, ncols, idx + 1, projection="3d")
         pcs = pca3(cloud)
@@ -84,13 +85,12 @@ def plot_pca_panels(
     fig.suptitle(title, fontsize=12)
     handles_ax = fig.add_axes((0.0, 0.0, 1.0, legend_h))
     handles_ax.axis("off")
-    classes = sorted({int(c) for c in np.asarray(labels)})
     class_legend(
         handles_ax,
         labels,
         class_names,
         loc="center",
-        ncol=min(len(classes), 10),
+        ncol=min(len(palette.legend()), 11),
         fontsize=8,
         frameon=False,
         title="class",
