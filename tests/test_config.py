@@ -43,9 +43,11 @@ def test_paper_hyperparameters(tmp_path):
     assert (yy.model.epochs, yy.data.batch_size, yy.model.optim.lr, yy.model.net.n_blocks) == (500, 512, 0.1, 5)
     mn = compose_cfg(["+experiment=mnist_kae"], tmp_path)
     assert (mn.model.epochs, mn.data.batch_size, mn.model.net.width, mn.model.net.n_blocks) == (30, 128, 784, 4)
-    assert (mn.kae.latent_dim, mn.kae.hidden, mn.kae.k, mn.kae.batch_size) == (800, [1000], 10, 512)
+    # the fast preset: the paper's encoder, k, batch, lr and lambdas, a 400-dimensional latent space
+    assert (mn.kae.latent_dim, mn.kae.hidden, mn.kae.k, mn.kae.batch_size) == (400, [1000], 10, 512)
     assert (mn.kae.lr, mn.kae.lambdas.iso) == (5e-3, 1e-3)
-    assert compose_cfg(["+experiment=mnist_kae", "kae=mnist_paper"], tmp_path).kae.epochs == 100
+    paper = compose_cfg(["+experiment=mnist_kae", "kae=mnist_paper"], tmp_path).kae
+    assert (paper.epochs, paper.latent_dim, paper.hidden) == (100, 800, [1000])
 
 
 def test_kae_seed_sweep_shares_one_base_model(tmp_path):
