@@ -392,6 +392,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--skip", nargs="*", default=[], choices=["base", "kae", "dmd", "topology", "edit", "path"])
     args = parser.parse_args(argv)
     steps = 6 if args.quick else 40
+    fits = 2 if args.quick else 5  # Lightning fits per classifier workload (medians over fits)
     out: dict = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -417,6 +418,7 @@ def main(argv=None) -> dict:
                 batch=128,
                 steps=steps + 6,
                 probe=probe,
+                fits=fits,
             )
         )
         # the same model at bf16-mixed, against the bf16 probe (its own precision's limit)
@@ -430,16 +432,17 @@ def main(argv=None) -> dict:
                 steps=steps + 6,
                 probe=probe_bf16,
                 precision="bf16-mixed",
+                fits=fits,
             )
         )
         yinyang = dict(_target_="kaelab.models.ResMLP", in_dim=2, width=10, n_blocks=5, out_dim=3)
-        out.update(bench_classifier("resmlp_yinyang", yinyang, 2, 3, batch=512, steps=steps * 5 + 6, probe=probe))
+        yy_steps = steps * 5 + 6
+        out.update(bench_classifier("resmlp_yinyang", yinyang, 2, 3, batch=512, steps=yy_steps, probe=probe, fits=fits))
         # as a job of a sweep on CPU slots runs it (hydra/launcher=slots: cores // jobs threads each)
         with torch_threads(1):
             probe_1 = Probe.at(matmul_probe((512, 1024))["matmul_flops_by_size"])
-            out.update(
-                bench_classifier("resmlp_yinyang_1thread", yinyang, 2, 3, batch=512, steps=steps * 5 + 6, probe=probe_1)
-            )
+            one = bench_classifier("resmlp_yinyang_1thread", yinyang, 2, 3, 512, yy_steps, probe_1, fits=fits)
+            out.update(one)
     if "kae" not in args.skip:
         for precision, p in (("32-true", probe), ("bf16-mixed", probe_bf16)):
             out.update(
